@@ -1,0 +1,224 @@
+"""The data contract: every column name, enum, schema and path convention in one place.
+
+Readers, writers, the expectation suites and the training loader are all built
+from this module, so a column is renamed here or nowhere.
+
+RAW layout (RSNA):   {subset}.csv, {subset}_images/{patient_id}/{image_id}.dcm
+OUT layout:          preprocess.json, shards/part-*.parquet, quarantine/part-*.parquet,
+                     png/{patient_id}/{image_id}.png, manifest.parquet, quarantine.parquet
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Final
+
+import pyarrow as pa
+
+
+class Subset(StrEnum):
+    """Which half of the RSNA layout a file belongs to."""
+
+    TRAIN = "train"
+    TEST = "test"
+
+
+class Laterality(StrEnum):
+    L = "L"
+    R = "R"
+
+
+class View(StrEnum):
+    CC = "CC"
+    MLO = "MLO"
+    AT = "AT"
+    LM = "LM"
+    ML = "ML"
+    LMO = "LMO"
+
+
+DENSITIES: Final = ("A", "B", "C", "D")
+BIRADS_VALUES: Final = (0, 1, 2)
+AGE_RANGE: Final = (18.0, 100.0)
+
+
+# --- train.csv / test.csv -------------------------------------------------------------
+SITE_ID, PATIENT_ID, IMAGE_ID = "site_id", "patient_id", "image_id"
+LATERALITY, VIEW, AGE, IMPLANT, MACHINE_ID = "laterality", "view", "age", "implant", "machine_id"
+CANCER, BIOPSY, INVASIVE, BIRADS, DENSITY = "cancer", "biopsy", "invasive", "BIRADS", "density"
+DIFFICULT_NEGATIVE = "difficult_negative_case"
+PREDICTION_ID = "prediction_id"
+
+TRAIN_COLUMNS: Final = (
+    SITE_ID, PATIENT_ID, IMAGE_ID, LATERALITY, VIEW, AGE, CANCER, BIOPSY, INVASIVE,
+    BIRADS, IMPLANT, DENSITY, MACHINE_ID, DIFFICULT_NEGATIVE,
+)
+TEST_COLUMNS: Final = (
+    SITE_ID, PATIENT_ID, IMAGE_ID, LATERALITY, VIEW, AGE, IMPLANT, MACHINE_ID, PREDICTION_ID,
+)
+# Known for every image at prediction time; the only metadata a model may take as input.
+PREDICTION_TIME_COLUMNS: Final = (AGE, IMPLANT, SITE_ID, MACHINE_ID, VIEW, LATERALITY)
+# Known only for training images: never model inputs, at most auxiliary targets.
+TRAIN_ONLY_COLUMNS: Final = (CANCER, BIOPSY, INVASIVE, BIRADS, DENSITY, DIFFICULT_NEGATIVE)
+# Columns without which a CSV cannot be used at all (others may be missing per row).
+REQUIRED_COLUMNS: Final = {
+    Subset.TRAIN: (SITE_ID, PATIENT_ID, IMAGE_ID, LATERALITY, VIEW, CANCER),
+    Subset.TEST: (SITE_ID, PATIENT_ID, IMAGE_ID, LATERALITY, VIEW),
+}
+
+# Arrow types of the metadata columns, as they are stored in shards and the manifest.
+METADATA_FIELDS: Final = (
+    pa.field(PATIENT_ID, pa.int64(), nullable=False),
+    pa.field(IMAGE_ID, pa.int64(), nullable=False),
+    pa.field(SITE_ID, pa.int16()),
+    pa.field(LATERALITY, pa.string()),
+    pa.field(VIEW, pa.string()),
+    pa.field(AGE, pa.float32()),
+    pa.field(IMPLANT, pa.int8()),
+    pa.field(MACHINE_ID, pa.int32()),
+    pa.field(CANCER, pa.int8()),
+    pa.field(BIOPSY, pa.int8()),
+    pa.field(INVASIVE, pa.int8()),
+    pa.field(BIRADS, pa.int8()),
+    pa.field(DENSITY, pa.string()),
+    pa.field(DIFFICULT_NEGATIVE, pa.bool_()),
+    pa.field(PREDICTION_ID, pa.string()),
+)
+METADATA_COLUMNS: Final = tuple(f.name for f in METADATA_FIELDS)
+
+
+# --- decoded images ---------------------------------------------------------------------
+SOURCE_PATH = "source_path"  # relative to RAW, e.g. train_images/10006/462822612.dcm
+FINGERPRINT = "fingerprint"  # size + mtime/ETag of the file + hash of its CSV row
+PNG_PATH = "png_path"  # relative to OUT
+PNG = "png"
+SHARD = "shard"  # relative to OUT, manifest only
+CONFIG_HASH = "config_hash"
+
+# Whitelisted DICOM attributes copied into outputs. Nothing else read from a DICOM
+# header (in particular no patient, study or institution attribute) ever leaves it.
+DICOM_WHITELIST: Final = (
+    "TransferSyntaxUID", "SOPClassUID", "PhotometricInterpretation", "SamplesPerPixel",
+    "NumberOfFrames", "Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit",
+    "PixelRepresentation", "RescaleSlope", "RescaleIntercept", "WindowCenter",
+    "WindowWidth", "VOILUTFunction",
+)
+
+IMAGE_FIELDS: Final = (
+    pa.field(SOURCE_PATH, pa.string(), nullable=False),
+    pa.field(FINGERPRINT, pa.string(), nullable=False),
+    pa.field("transfer_syntax", pa.string()),
+    pa.field("photometric", pa.string()),
+    pa.field("bits_stored", pa.int8()),
+    pa.field("src_rows", pa.int32()),
+    pa.field("src_cols", pa.int32()),
+    pa.field("voi_lut_function", pa.string()),
+    pa.field("window_center", pa.float64()),
+    pa.field("window_width", pa.float64()),
+    pa.field("decoder", pa.string()),
+    pa.field("window_fallback", pa.bool_()),
+    pa.field("crop_y0", pa.int32()),
+    pa.field("crop_x0", pa.int32()),
+    pa.field("crop_y1", pa.int32()),
+    pa.field("crop_x1", pa.int32()),
+    pa.field("crop_fallback", pa.bool_()),
+    pa.field("flipped", pa.bool_()),
+    pa.field("rows", pa.int32()),
+    pa.field("cols", pa.int32()),
+    pa.field("pixel_mean", pa.float32()),
+    pa.field("pixel_std", pa.float32()),
+    pa.field(CONFIG_HASH, pa.string()),
+    pa.field(PNG_PATH, pa.string()),
+)
+
+SHARD_SCHEMA: Final = pa.schema([*METADATA_FIELDS, *IMAGE_FIELDS, pa.field(PNG, pa.binary())])
+MANIFEST_SCHEMA: Final = pa.schema(
+    [*METADATA_FIELDS, *IMAGE_FIELDS, pa.field(SHARD, pa.string(), nullable=False)]
+)
+
+
+# --- quarantine -------------------------------------------------------------------------
+class QuarantineReason(StrEnum):
+    """Why an input could not be used. Each input lands in the manifest or here, once."""
+
+    MISSING_FILE = "missing_file"  # a CSV row whose DICOM is not in RAW
+    NO_CSV_ROW = "no_csv_row"  # a DICOM under {subset}_images/ with no CSV row
+    UNEXPECTED_PATH = "unexpected_path"  # a file not named {patient_id}/{image_id}.dcm
+    BAD_CSV_ROW = "bad_csv_row"  # non-integer ids, out-of-domain values
+    DUPLICATE_IMAGE_ID = "duplicate_image_id"  # image_id on more than one CSV row
+    PATIENT_MISMATCH = "patient_mismatch"  # file's folder disagrees with the CSV patient_id
+    EMPTY_FILE = "empty_file"
+    NOT_DICOM = "not_dicom"
+    TRUNCATED = "truncated"
+    UNREADABLE = "unreadable"  # a DICOM whose header cannot be parsed
+    NO_PIXEL_DATA = "no_pixel_data"
+    UNSUPPORTED_SYNTAX = "unsupported_syntax"
+    MULTI_FRAME = "multi_frame"
+    UNSUPPORTED_PHOTOMETRIC = "unsupported_photometric"  # RGB, palette, YBR...
+    INVALID_BITS = "invalid_bits"  # BitsStored > BitsAllocated and the like
+    TOO_LARGE = "too_large"  # declared dimensions over the pixel limit (decompression bomb)
+    BLANK_IMAGE = "blank_image"  # constant pixel values, e.g. all zero
+    DECODE_FAILED = "decode_failed"  # every decoder failed on a well-formed header
+    READ_FAILED = "read_failed"  # the storage read failed after retries
+
+
+class QuarantineStage(StrEnum):
+    PLAN = "plan"  # found while joining the CSV with the file listing
+    DECODE = "decode"  # found while decoding
+
+
+QUARANTINE_SCHEMA: Final = pa.schema(
+    [
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),  # relative path or "train.csv:line N"
+        pa.field(PATIENT_ID, pa.int64()),
+        pa.field(IMAGE_ID, pa.int64()),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("detail", pa.string(), nullable=False),
+        pa.field(FINGERPRINT, pa.string()),
+    ]
+)
+
+
+# --- paths --------------------------------------------------------------------------------
+PREPROCESS_CONFIG_FILE: Final = "preprocess.json"
+MANIFEST_FILE: Final = "manifest.parquet"
+QUARANTINE_FILE: Final = "quarantine.parquet"
+SHARDS_DIR: Final = "shards"
+SHARD_QUARANTINE_DIR: Final = "quarantine"
+PNG_DIR: Final = "png"
+VALIDATION_DIR: Final = "validation"
+
+_ID = r"(0|[1-9][0-9]{0,18})"  # a non-negative int64 without leading zeros
+_IMAGE_RELPATH = re.compile(rf"^(train|test)_images/{_ID}/{_ID}\.dcm$")
+
+
+def csv_name(subset: Subset) -> str:
+    return f"{subset.value}.csv"
+
+
+def images_dir(subset: Subset) -> str:
+    return f"{subset.value}_images"
+
+
+def image_relpath(subset: Subset, patient_id: int, image_id: int) -> str:
+    """``{subset}_images/{patient_id}/{image_id}.dcm``, built only from integers."""
+    return f"{images_dir(subset)}/{int(patient_id)}/{int(image_id)}.dcm"
+
+
+def parse_image_relpath(relpath: str) -> tuple[Subset, int, int] | None:
+    """Inverse of :func:`image_relpath`; ``None`` for anything not of that exact form."""
+    match = _IMAGE_RELPATH.match(relpath)
+    if match is None:
+        return None
+    return Subset(match.group(1)), int(match.group(2)), int(match.group(3))
+
+
+def png_relpath(patient_id: int, image_id: int) -> str:
+    return f"{PNG_DIR}/{int(patient_id)}/{int(image_id)}.png"
+
+
+def prediction_id(patient_id: int, laterality: str) -> str:
+    """The breast key of the competition: ``f"{patient_id}_{laterality}"``."""
+    return f"{int(patient_id)}_{laterality}"

@@ -1,0 +1,1 @@
+"""Synthetic RSNA Screening Mammography data: CSVs and DICOMs that look like the real set."""

@@ -1,0 +1,134 @@
+"""Encode a 2-D array of stored values as a mammography DICOM file (bytes).
+
+Two lossless syntaxes, as in the RSNA set (one per machine):
+- JPEG 2000 lossless (1.2.840.10008.1.2.4.90), encoded by pydicom through pylibjpeg-openjpeg;
+- JPEG Lossless, first-order prediction (1.2.840.10008.1.2.4.70, "SV1"), encoded with
+  imagecodecs' lossless JPEG encoder (predictor 1) and encapsulated by pydicom.
+Explicit VR Little Endian (uncompressed) is also available for tests.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import imagecodecs
+import numpy as np
+import numpy.typing as npt
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.uid import (
+    UID,
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLosslessSV1,
+)
+
+DIGITAL_MAMMOGRAPHY_PRESENTATION = UID("1.2.840.10008.5.1.4.1.1.1.2")
+SUPPORTED_ENCODINGS = (JPEG2000Lossless, JPEGLosslessSV1, ExplicitVRLittleEndian)
+
+
+@dataclass(frozen=True)
+class PlantedPhi:
+    """Fake protected health information written into every synthetic DICOM.
+
+    These values must never appear in any output of the pipeline; tests scan for them.
+    """
+
+    patient_name: str
+    patient_birth_date: str  # DA, YYYYMMDD
+    institution_name: str
+    accession_number: str
+    referring_physician_name: str
+
+    def values(self) -> tuple[str, ...]:
+        return (
+            self.patient_name,
+            self.patient_birth_date,
+            self.institution_name,
+            self.accession_number,
+            self.referring_physician_name,
+        )
+
+
+@dataclass(frozen=True)
+class DicomSpec:
+    """Header attributes of one synthetic image."""
+
+    transfer_syntax: str
+    photometric: str  # MONOCHROME1 or MONOCHROME2
+    bits_stored: int  # 12..16; BitsAllocated is always 16
+    window_centers: tuple[float, ...] = ()
+    window_widths: tuple[float, ...] = ()
+    voi_lut_function: str | None = None  # (0028,1056): LINEAR, LINEAR_EXACT, SIGMOID or absent
+    patient_id: int = 0
+    image_laterality: str = "L"
+    view_position: str = "CC"
+    phi: PlantedPhi | None = None
+    uid_seed: int = 0  # makes SOP/Study/Series UIDs deterministic
+
+
+def _uid(seed: int, kind: int) -> UID:
+    # 2.25 root: a UUID-derived UID; deterministic for (seed, kind).
+    return UID(f"2.25.{(seed * 1_000_003 + kind) % (10**36) + 10**20}")
+
+
+def encode_dicom(pixels: npt.NDArray[np.uint16], spec: DicomSpec) -> bytes:
+    """Return the bytes of a DICOM Part 10 file holding ``pixels`` (H, W) as stored values."""
+    if pixels.ndim != 2 or pixels.dtype != np.uint16:
+        raise ValueError(f"expected a (H, W) uint16 array, got {pixels.shape} {pixels.dtype}")
+    if spec.transfer_syntax not in SUPPORTED_ENCODINGS:
+        raise ValueError(f"cannot encode transfer syntax {spec.transfer_syntax}")
+    rows, cols = pixels.shape
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = DIGITAL_MAMMOGRAPHY_PRESENTATION
+    ds.file_meta.MediaStorageSOPInstanceUID = _uid(spec.uid_seed, 1)
+    ds.file_meta.TransferSyntaxUID = UID(spec.transfer_syntax)
+    ds.SOPClassUID = DIGITAL_MAMMOGRAPHY_PRESENTATION
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = _uid(spec.uid_seed, 2)
+    ds.SeriesInstanceUID = _uid(spec.uid_seed, 3)
+    ds.Modality = "MG"
+    ds.PatientID = str(spec.patient_id)
+    ds.ImageLaterality = spec.image_laterality
+    ds.ViewPosition = spec.view_position
+    if spec.phi is not None:
+        ds.PatientName = spec.phi.patient_name
+        ds.PatientBirthDate = spec.phi.patient_birth_date
+        ds.InstitutionName = spec.phi.institution_name
+        ds.AccessionNumber = spec.phi.accession_number
+        ds.ReferringPhysicianName = spec.phi.referring_physician_name
+
+    ds.Rows, ds.Columns = rows, cols
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = spec.photometric
+    ds.BitsAllocated = 16
+    ds.BitsStored = spec.bits_stored
+    ds.HighBit = spec.bits_stored - 1
+    ds.PixelRepresentation = 0
+    ds.RescaleIntercept = 0
+    ds.RescaleSlope = 1
+    if spec.window_centers:
+        ds.WindowCenter = list(spec.window_centers) if len(spec.window_centers) > 1 else spec.window_centers[0]
+        ds.WindowWidth = list(spec.window_widths) if len(spec.window_widths) > 1 else spec.window_widths[0]
+    if spec.voi_lut_function is not None:
+        ds.VOILUTFunction = spec.voi_lut_function
+
+    if spec.transfer_syntax == JPEGLosslessSV1:
+        frame = imagecodecs.jpeg8_encode(
+            pixels, lossless=True, predictor=1, bitspersample=spec.bits_stored
+        )
+        ds.PixelData = encapsulate([frame])
+        ds["PixelData"].VR = "OB"
+    else:
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.PixelData = np.ascontiguousarray(pixels).tobytes()
+        ds["PixelData"].VR = "OW"
+        if spec.transfer_syntax == JPEG2000Lossless:
+            ds.compress(JPEG2000Lossless, encoding_plugin="pylibjpeg")
+
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
