@@ -9,7 +9,6 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
-export RAY_AUTH_MODE ?= disabled
 
 .PHONY: setup demo test test-fast lint typecheck lock audit bench clean up down
 

@@ -160,7 +160,6 @@ class QuarantineReason(StrEnum):
     TOO_LARGE = "too_large"  # declared dimensions over the pixel limit (decompression bomb)
     BLANK_IMAGE = "blank_image"  # constant pixel values, e.g. all zero
     DECODE_FAILED = "decode_failed"  # every decoder failed on a well-formed header
-    READ_FAILED = "read_failed"  # the storage read failed after retries
 
 
 class QuarantineStage(StrEnum):

@@ -1,0 +1,1 @@
+"""Prefect flows: compose the tasks into ingest, validate, train, promote and predict."""

@@ -1,0 +1,1 @@
+"""Prefect task adapters: thin wrappers that give mammo/ its I/O, retries and error policy."""

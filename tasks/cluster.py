@@ -1,0 +1,74 @@
+"""The Ray side: connect to (or start) a cluster, and the pipeline's own Ray metrics.
+
+With ``RAY_ADDRESS`` set, flows join that cluster; otherwise they start a local one on
+127.0.0.1 sized by :class:`~tasks.settings.Settings`. The metrics defined here are exported
+by every Ray node on its Prometheus endpoint beside Ray's own (names get a ``ray_`` prefix).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from functools import cache
+
+import ray
+from ray.util.metrics import Counter, Gauge
+
+from tasks.settings import Settings
+
+log = logging.getLogger(__name__)
+_lock = threading.Lock()
+
+
+def ensure_ray(settings: Settings) -> str | None:
+    """Connect to Ray once per process; return the dashboard URL when there is one."""
+    with _lock:
+        if not ray.is_initialized():
+            if settings.ray_address:
+                ray.init(address=settings.ray_address, logging_level=logging.WARNING)
+            else:
+                ray.init(
+                    num_cpus=settings.ray_num_cpus,
+                    object_store_memory=settings.ray_object_store_mb * 1024 * 1024,
+                    include_dashboard=settings.ray_dashboard,
+                    dashboard_host="127.0.0.1",
+                    dashboard_port=settings.ray_dashboard_port,
+                    _node_ip_address="127.0.0.1",
+                    _metrics_export_port=settings.ray_metrics_port,
+                    logging_level=logging.WARNING,
+                )
+        return dashboard_url()
+
+
+def dashboard_url() -> str | None:
+    """The Ray dashboard of the connected cluster (Ray has no public accessor for it)."""
+    from ray._private.worker import get_dashboard_url
+
+    address = get_dashboard_url()
+    return f"http://{address}" if address else None
+
+
+def cluster_gpus() -> int:
+    return int(ray.cluster_resources().get("GPU", 0))
+
+
+@cache
+def metrics() -> dict[str, Counter | Gauge]:
+    """The pipeline's metrics; created lazily in each process that reports them."""
+    return {
+        "decoded": Counter(
+            "mammo_images_decoded", description="Images decoded and written by ingest."
+        ),
+        "quarantined": Counter(
+            "mammo_images_quarantined", description="Inputs quarantined by ingest."
+        ),
+        "ingest_rate": Gauge(
+            "mammo_ingest_images_per_second", description="Ingest throughput of the current run."
+        ),
+        "epoch": Gauge("mammo_train_epoch", description="Last finished training epoch."),
+        "val_metric": Gauge(
+            "mammo_train_val_metric",
+            description="Validation metric after the last epoch.",
+            tag_keys=("metric",),
+        ),
+    }
