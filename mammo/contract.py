@@ -95,6 +95,8 @@ PNG_PATH = "png_path"  # relative to OUT
 PNG = "png"
 SHARD = "shard"  # relative to OUT, manifest only
 CONFIG_HASH = "config_hash"
+ROWS, COLS = "rows", "cols"  # output image size after resize and pad
+PIXEL_MEAN, PIXEL_STD = "pixel_mean", "pixel_std"  # of the output image, scaled to [0, 1]
 
 # Whitelisted DICOM attributes copied into outputs. Nothing else read from a DICOM
 # header (in particular no patient, study or institution attribute) ever leaves it.
@@ -124,10 +126,10 @@ IMAGE_FIELDS: Final = (
     pa.field("crop_x1", pa.int32()),
     pa.field("crop_fallback", pa.bool_()),
     pa.field("flipped", pa.bool_()),
-    pa.field("rows", pa.int32()),
-    pa.field("cols", pa.int32()),
-    pa.field("pixel_mean", pa.float32()),
-    pa.field("pixel_std", pa.float32()),
+    pa.field(ROWS, pa.int32()),
+    pa.field(COLS, pa.int32()),
+    pa.field(PIXEL_MEAN, pa.float32()),
+    pa.field(PIXEL_STD, pa.float32()),
     pa.field(CONFIG_HASH, pa.string()),
     pa.field(PNG_PATH, pa.string()),
 )

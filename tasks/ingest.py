@@ -19,13 +19,14 @@ from dataclasses import asdict, dataclass, field
 import pandas as pd
 import pyarrow as pa
 import ray
-from prefect import get_run_logger, task
+from prefect import task
 
 from mammo import contract as c
 from mammo import inventory as inv
 from mammo.preprocess import PreprocessConfig
 from mammo.shards import process_shard
 from tasks.cluster import ensure_ray, metrics
+from tasks.logs import run_logger
 from tasks.progress import ProgressReporter
 from tasks.settings import Settings
 from tasks.storage import StorageError, Store, open_store, read_parquet, write_parquet
@@ -130,7 +131,7 @@ def plan_ingest(
     preprocess: dict[str, object] | None = None,
 ) -> IngestPlan:
     """Join the CSV with the listing of RAW and plan the shards still to decode."""
-    logger = get_run_logger()
+    logger = run_logger()
     raw_store, out_store = open_store(raw), open_store(out)
     which = c.Subset(subset)
     config = resolve_config(out_store, preprocess)
@@ -268,7 +269,7 @@ class ProgressCounter:
 @task(name="decode-shards")
 def decode_shards(plan: IngestPlan, settings: Settings) -> DecodeReport:
     """Fan the plan's shards out to Ray workers; wait for all, then fail if any shard failed."""
-    logger = get_run_logger()
+    logger = run_logger()
     started = time.perf_counter()
     if not plan.shards:
         logger.info("Nothing new to decode: every input is already in the outputs")
@@ -337,7 +338,7 @@ def decode_shards(plan: IngestPlan, settings: Settings) -> DecodeReport:
 def finalize_ingest(plan: IngestPlan, decoded: DecodeReport) -> dict[str, object]:
     """Publish manifest.parquet and quarantine.parquet for the current inputs, and check that
     every input is in exactly one of them."""
-    logger = get_run_logger()
+    logger = run_logger()
     out = open_store(plan.out)
     candidates = read_parquet(out, f"{plan.work}/candidates.parquet").to_pandas()
     wanted = pd.MultiIndex.from_frame(candidates.astype(str))
