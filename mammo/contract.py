@@ -98,6 +98,10 @@ CONFIG_HASH = "config_hash"
 ROWS, COLS = "rows", "cols"  # output image size after resize and pad
 PIXEL_MEAN, PIXEL_STD = "pixel_mean", "pixel_std"  # of the output image, scaled to [0, 1]
 
+# --- training and prediction ------------------------------------------------------------
+SPLIT: Final = "split"  # "train", "val" or "holdout" (mammo.splits)
+PROBABILITY: Final = "probability"  # a model's per-image (or per-breast) probability
+
 # Whitelisted DICOM attributes copied into outputs. Nothing else read from a DICOM
 # header (in particular no patient, study or institution attribute) ever leaves it.
 DICOM_WHITELIST: Final = (
