@@ -110,9 +110,10 @@ def encode_dicom(pixels: npt.NDArray[np.uint16], spec: DicomSpec) -> bytes:
     ds.PixelRepresentation = 0
     ds.RescaleIntercept = 0
     ds.RescaleSlope = 1
-    if spec.window_centers:
-        ds.WindowCenter = list(spec.window_centers) if len(spec.window_centers) > 1 else spec.window_centers[0]
-        ds.WindowWidth = list(spec.window_widths) if len(spec.window_widths) > 1 else spec.window_widths[0]
+    if spec.window_centers:  # (0028,1050) / (0028,1051): multi-valued when several pairs
+        centers, widths = list(spec.window_centers), list(spec.window_widths)
+        ds.WindowCenter = centers if len(centers) > 1 else centers[0]
+        ds.WindowWidth = widths if len(widths) > 1 else widths[0]
     if spec.voi_lut_function is not None:
         ds.VOILUTFunction = spec.voi_lut_function
 
@@ -120,14 +121,14 @@ def encode_dicom(pixels: npt.NDArray[np.uint16], spec: DicomSpec) -> bytes:
         frame = imagecodecs.jpeg8_encode(
             pixels, lossless=True, predictor=1, bitspersample=spec.bits_stored
         )
-        ds.PixelData = encapsulate([frame])
+        ds.PixelData = encapsulate([bytes(frame)])
         ds["PixelData"].VR = "OB"
     else:
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.PixelData = np.ascontiguousarray(pixels).tobytes()
         ds["PixelData"].VR = "OW"
         if spec.transfer_syntax == JPEG2000Lossless:
-            ds.compress(JPEG2000Lossless, encoding_plugin="pylibjpeg")
+            ds.compress(JPEG2000Lossless, encoding_plugin="pylibjpeg", generate_instance_uid=False)
 
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
