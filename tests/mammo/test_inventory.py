@@ -94,7 +94,7 @@ def test_duplicated_image_id_quarantines_every_row_of_it() -> None:
     ],
 )
 def test_unusable_csv_raises_a_clear_error(data: bytes) -> None:
-    with pytest.raises(inv.MetadataError, match="train.csv"):
+    with pytest.raises(inv.MetadataError, match=r"train\.csv"):
         inv.parse_metadata_csv(data, c.Subset.TRAIN)
 
 
