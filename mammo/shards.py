@@ -85,7 +85,7 @@ def _process_item(
         image = decode_and_preprocess(data, cfg)
     except MammoInputError as exc:
         return None, _quarantined(item, exc.reason, exc.detail)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - policy edge: an unforeseen failure on one input
         reason = c.QuarantineReason.DECODE_FAILED
         return None, _quarantined(item, reason, f"{type(exc).__name__}: {exc}")
     png_path = c.png_relpath(int(str(item[c.PATIENT_ID])), int(str(item[c.IMAGE_ID])))
