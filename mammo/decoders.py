@@ -1,0 +1,127 @@
+"""Pixel decoders: a small registry of alternatives for the same job.
+
+Each decoder turns the bytes of one DICOM file (already checked by
+:func:`mammo.dicom.read_header`) into its (Rows, Columns) array of stored values,
+before any Modality or VOI LUT. :func:`decode_pixels` tries them in the configured
+order and checks every output against the header.
+
+- ``dicomsdl``: the fast path, ``dicomsdl.open_memory(data).pixelData(storedvalue=True)``.
+  Without ``storedvalue=True`` dicomsdl returns float32 with Rescale Slope/Intercept
+  already applied.
+- ``pydicom``: ``Dataset.pixel_array`` with the pylibjpeg plugins (openjpeg, libjpeg).
+
+Never hand a decoder a file that read_header has not accepted: dicomsdl returns an empty
+array for empty input and crashes the process on truncated native Pixel Data. Even then,
+dicomsdl 0.109.4 aborted or segfaulted on about 1 in 200 randomly corrupted JPEG 2000 and
+JPEG Lossless streams here (pydicom raised cleanly on all of them): a caller that runs
+it in a worker must treat a dead worker as a failed decode.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import dicomsdl
+import numpy as np
+import numpy.typing as npt
+from pydicom.dataset import Dataset
+
+from mammo.contract import QuarantineReason
+from mammo.dicom import DicomHeader
+from mammo.errors import MammoInputError
+
+StoredPixels = npt.NDArray[np.uint16]
+Decoder = Callable[[bytes, Dataset, DicomHeader], npt.NDArray[Any]]
+
+_DECODERS: dict[str, Decoder] = {}
+
+
+def register_decoder(name: str) -> Callable[[Decoder], Decoder]:
+    """Decorator: register ``decoder(data, ds, header) -> (Rows, Columns) array``."""
+
+    def register(decoder: Decoder) -> Decoder:
+        if name in _DECODERS:
+            raise ValueError(f"decoder {name!r} is already registered")
+        _DECODERS[name] = decoder
+        return decoder
+
+    return register
+
+
+def get_decoder(name: str) -> Decoder:
+    """The decoder registered as ``name``; KeyError naming the known ones otherwise."""
+    try:
+        return _DECODERS[name]
+    except KeyError:
+        raise KeyError(f"unknown decoder {name!r}; known: {list_decoders()}") from None
+
+
+def list_decoders() -> tuple[str, ...]:
+    return tuple(_DECODERS)
+
+
+def decode_pixels(
+    data: bytes, ds: Dataset, header: DicomHeader, order: tuple[str, ...]
+) -> tuple[StoredPixels, str]:
+    """Decode with the first decoder in ``order`` that succeeds.
+
+    A decoder succeeds when it returns an unsigned integer array of shape
+    (Rows, Columns) whose item size matches BitsAllocated (0028,0100). 8-bit stored
+    values are widened to uint16 so that every caller sees one dtype.
+    Returns the (H, W) uint16 stored values and the decoder's name; raises
+    MammoInputError(DECODE_FAILED) naming each decoder's failure when none succeeds.
+    """
+    failures = []
+    for name in order:
+        decoder = get_decoder(name)
+        try:
+            pixels = decoder(data, ds, header)
+        except Exception as exc:  # noqa: BLE001 - codecs raise many types on corrupt data
+            failures.append(f"{name}: {type(exc).__name__}")
+            continue
+        problem = _output_problem(pixels, header)
+        if problem is not None:
+            failures.append(f"{name}: {problem}")
+            continue
+        # (H, W) uint8 or uint16 -> (H, W) uint16, C-contiguous
+        return np.ascontiguousarray(pixels, dtype=np.uint16), name
+    raise MammoInputError(QuarantineReason.DECODE_FAILED, "; ".join(failures) or "no decoder")
+
+
+def _output_problem(pixels: npt.NDArray[Any], header: DicomHeader) -> str | None:
+    expected_shape = (header.rows, header.cols)
+    if pixels.shape != expected_shape:
+        return f"shape {pixels.shape}, expected {expected_shape}"
+    if pixels.dtype.kind != "u" or pixels.dtype.itemsize * 8 != header.bits_allocated:
+        return f"dtype {pixels.dtype}, expected {header.bits_allocated}-bit unsigned"
+    return None
+
+
+@functools.cache
+def _silence_dicomsdl() -> None:
+    # dicomsdl prints "error: ..." lines to stderr for every failure it then raises.
+    dicomsdl.set_loglevel(dicomsdl.LogLevel.DISABLE)
+
+
+@register_decoder("dicomsdl")
+def decode_with_dicomsdl(data: bytes, ds: Dataset, header: DicomHeader) -> npt.NDArray[Any]:
+    """dicomsdl stored values; native data is masked to BitsStored like pydicom does.
+
+    Bits above BitsStored (0028,0101) in native (uncompressed) Pixel Data are not part of
+    the value (PS3.5 8.1.1); pydicom masks them, dicomsdl does not. Compressed streams are
+    returned as decoded by both (values above BitsStored are clamped later, in the LUT).
+    """
+    _silence_dicomsdl()
+    pixels: npt.NDArray[Any] = dicomsdl.open_memory(data).pixelData(storedvalue=True)
+    native = not ds.file_meta.TransferSyntaxUID.is_compressed
+    if native and header.bits_stored < header.bits_allocated:
+        np.bitwise_and(pixels, (1 << header.bits_stored) - 1, out=pixels)
+    return pixels
+
+
+@register_decoder("pydicom")
+def decode_with_pydicom(data: bytes, ds: Dataset, header: DicomHeader) -> npt.NDArray[Any]:
+    """pydicom's ``pixel_array`` on the whitelisted Dataset returned by read_header."""
+    return ds.pixel_array
