@@ -22,6 +22,8 @@ class Settings:
     ray_dashboard: bool  # MAMMO_RAY_DASHBOARD=0 turns the local dashboard off
     ray_dashboard_port: int  # MAMMO_RAY_DASHBOARD_PORT
     ray_metrics_port: int | None  # MAMMO_RAY_METRICS_PORT: Prometheus endpoint of the local node
+    train_storage: str  # MAMMO_TRAIN_STORAGE: Ray Train checkpoints (shared storage on clusters)
+    train_max_failures: int  # MAMMO_TRAIN_MAX_FAILURES: worker-group restarts from a checkpoint
     mlflow_tracking_uri: str  # MLFLOW_TRACKING_URI, default a SQLite store under home
     mlflow_artifact_root: str  # MAMMO_MLFLOW_ARTIFACT_ROOT, default a directory under home
     mlflow_experiment: str  # MLFLOW_EXPERIMENT_NAME
@@ -41,6 +43,8 @@ class Settings:
             ray_dashboard=env.get("MAMMO_RAY_DASHBOARD", "1") not in ("0", "false", "no"),
             ray_dashboard_port=int(env.get("MAMMO_RAY_DASHBOARD_PORT", "8265")),
             ray_metrics_port=int(metrics_port) if metrics_port else None,
+            train_storage=env.get("MAMMO_TRAIN_STORAGE") or str(home / "ray_results"),
+            train_max_failures=int(env.get("MAMMO_TRAIN_MAX_FAILURES", "2")),
             mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home}/mlflow.db",
             mlflow_artifact_root=env.get("MAMMO_MLFLOW_ARTIFACT_ROOT") or str(home / "mlartifacts"),
             mlflow_experiment=env.get("MLFLOW_EXPERIMENT_NAME", "mammo"),

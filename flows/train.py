@@ -1,0 +1,60 @@
+"""Training flow: a manifest written by ingest -> a model in MLflow, registered as challenger.
+
+mammo train --data OUT          (or: python flows/train.py --data OUT)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, task
+from prefect.runtime import flow_run
+
+from mammo.splits import SplitConfig
+from mammo.training import TrainConfig
+from tasks import tracking
+from tasks.settings import Settings
+from tasks.train import TrainOutcome, train_model
+
+
+@task(name="register-model", retries=3, retry_delay_seconds=10)
+def register_model(outcome: TrainOutcome, settings: Settings, validation: str) -> dict[str, str]:
+    """Register the run's pyfunc model as a new version with the ``challenger`` alias."""
+    tags = {
+        "mammo.run_key": outcome.run_key,
+        "mammo.data_hash": outcome.data_hash,
+        "mammo.validation": validation,
+        "mammo.threshold": "" if outcome.threshold is None else f"{outcome.threshold:.6f}",
+        "mammo.torch_model_uri": outcome.torch_model_uri,
+        **{f"mammo.metric.{k}": f"{v:.6f}" for k, v in outcome.metrics.items()},
+    }
+    version = tracking.register_version(
+        tracking.client(settings), settings.model_name, outcome.model_uri, outcome.run_id, tags
+    )
+    return {"name": settings.model_name, "version": str(version.version), "run_id": outcome.run_id}
+
+
+@flow(name="train")
+def train(
+    data: str,
+    config: dict[str, Any] | None = None,
+    split: dict[str, Any] | None = None,
+    register: bool = True,
+    validation: str = "not-run",
+) -> dict[str, Any]:
+    """Train on the manifest under ``data`` and (by default) register a challenger."""
+    settings = Settings.from_env()
+    train_config = TrainConfig.from_dict(config or {}).to_dict()
+    split_config = SplitConfig.from_dict(split or {}).to_dict()
+    lineage = {"mammo.prefect_flow_run_id": str(flow_run.id), "mammo.validation": validation}
+    outcome = train_model(data, train_config, split_config, settings, lineage)
+    result: dict[str, Any] = {"run_id": outcome.run_id, "metrics": outcome.metrics}
+    if register:
+        result["registered"] = register_model(outcome, settings, validation)
+    return result
+
+
+if __name__ == "__main__":
+    from flows.cli import main
+
+    main(["train", *__import__("sys").argv[1:]])

@@ -1,0 +1,227 @@
+"""The loop every Ray Train worker runs: the mammo.training pieces, on Ray's data and devices.
+
+Per epoch: sampled batches of this worker's training rows (oversampling or balanced
+batches, binary targets only) -> augment + optimizer steps (DDP when several workers)
+-> predictions on this worker's validation rows, gathered from every worker so each one
+computes the same breast-level metrics and takes the same early-stopping decision ->
+``ray.train.report`` with a checkpoint from rank 0. A restarted worker group resumes from
+the last checkpoint: model, optimizer, epoch, history, early-stopping state, best weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+
+from mammo import contract as c
+from mammo.sampling import SamplerKind, epoch_batches
+from mammo.training import (
+    Batch,
+    EarlyStopping,
+    Target,
+    TrainConfig,
+    build_model,
+    make_batch,
+    make_grad_scaler,
+    make_optimizer,
+    predict_batches,
+    train_epoch,
+)
+from tasks.train_data import IMAGE, LABEL, METADATA, dataset_arrays
+
+log = logging.getLogger(__name__)
+STATE_FILE = "state.pt"
+EVAL_BATCH = 64
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    cfg = TrainConfig.from_dict(config["train"])
+    target = Target.for_column(cfg.target)
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.set_num_threads(int(config.get("threads", 1)))
+    torch.manual_seed(cfg.seed + rank)
+
+    train = dataset_arrays(ray.train.get_dataset_shard("train"))
+    val = dataset_arrays(ray.train.get_dataset_shard("val"))
+    model = build_model(cfg, target, int(config["metadata_features"])).to(device)
+    optimizer = make_optimizer(model, cfg)
+    scaler = make_grad_scaler(cfg.amp, device)
+    stopper = EarlyStopping(cfg.early_stopping_patience, cfg.monitor_mode)
+    history: list[dict[str, float]] = []
+    best_state: dict[str, torch.Tensor] | None = None
+    start_epoch = 0
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        stopper.__dict__.update(state["stopper"])
+        history, best_state, start_epoch = state["history"], state["best"], state["epoch"] + 1
+        log.info("rank %d resumes at epoch %d", rank, start_epoch)
+
+    trained = ray.train.torch.prepare_model(model) if world > 1 else model
+    loss_fn = target.loss_fn()
+    generator = torch.Generator().manual_seed(cfg.seed * 1009 + rank)
+    augment = cfg.augment if cfg.augment.enabled else None
+
+    for epoch in range(start_epoch, cfg.epochs):
+        batches = _epoch_indices(train[LABEL] if train else np.zeros(0), cfg, target, rank, epoch)
+        batches = batches[: _min_over_workers(len(batches), world, device)]
+        loss = train_epoch(
+            trained,
+            (_batch(train, idx) for idx in batches),
+            optimizer,
+            loss_fn,
+            scaler,
+            device,
+            augment,
+            generator,
+        )
+        loss = _mean_over_workers(loss, world, device)
+        metrics = _validate(model, val, target, cfg, device, world)
+        stop = stopper.update(metrics.get(cfg.monitor, math.nan))
+        if stopper.improved or best_state is None:
+            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        record = {"epoch": float(epoch), "train_loss": loss, **metrics}
+        history.append(record)
+        _report(record, rank, model, optimizer, stopper, history, best_state, epoch)
+        if rank == 0:
+            _log_live(config.get("mlflow"), record, epoch)
+        if stop:
+            break
+
+
+def _epoch_indices(
+    labels: np.ndarray, cfg: TrainConfig, target: Target, rank: int, epoch: int
+) -> list[np.ndarray]:
+    rng = np.random.default_rng([cfg.seed, rank, epoch])
+    kind = cfg.sampler if target.is_binary and bool((labels > 0).any()) else SamplerKind.NONE
+    return epoch_batches(
+        labels,
+        kind,
+        cfg.batch_size,
+        rng=rng,
+        target_positive_fraction=cfg.target_positive_fraction,
+        min_positives=cfg.min_positives,
+    )
+
+
+def _batch(arrays: dict[str, np.ndarray], idx: np.ndarray) -> Batch:
+    metadata = arrays[METADATA][idx] if METADATA in arrays else None
+    return make_batch(arrays[IMAGE][idx], arrays[LABEL][idx], metadata)
+
+
+def _validate(
+    model: torch.nn.Module,
+    val: dict[str, np.ndarray],
+    target: Target,
+    cfg: TrainConfig,
+    device: torch.device,
+    world: int,
+) -> dict[str, float]:
+    """Breast-level metrics on the validation rows of every worker (same result on each)."""
+    n = len(val.get(c.IMAGE_ID, []))
+    chunks = [np.arange(i, min(i + EVAL_BATCH, n)) for i in range(0, n, EVAL_BATCH)]
+    logits = predict_batches(model, (_batch(val, idx) for idx in chunks), device, cfg.amp)
+    local = pd.DataFrame(
+        {
+            c.IMAGE_ID: val.get(c.IMAGE_ID, np.zeros(0, np.int64)),
+            c.PATIENT_ID: val.get(c.PATIENT_ID, np.zeros(0, np.int64)),
+            c.LATERALITY: val.get(c.LATERALITY, np.zeros(0, object)),
+            c.SITE_ID: val.get(c.SITE_ID, np.zeros(0, np.int64)),
+            target.column: val.get(LABEL, np.zeros(0)),
+        }
+    )
+    local["logits"] = list(logits) if len(logits) else []
+    frames = [local]
+    if world > 1:
+        gathered: list[pd.DataFrame | None] = [None] * world
+        dist.all_gather_object(gathered, local)
+        frames = [f for f in gathered if f is not None]
+    frame = pd.concat(frames, ignore_index=True).sort_values(c.IMAGE_ID, ignore_index=True)
+    if frame.empty:
+        return {}
+    probabilities = target.probabilities(np.stack(frame["logits"].to_list()).astype(np.float32))
+    return {k: float(v) for k, v in target.report(frame, probabilities, cfg.aggregation).items()}
+
+
+def _min_over_workers(value: int, world: int, device: torch.device) -> int:
+    """DDP needs the same number of steps on every worker."""
+    if world == 1:
+        return value
+    tensor = torch.tensor([value], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    return int(tensor.item())
+
+
+def _mean_over_workers(value: float, world: int, device: torch.device) -> float:
+    if world == 1:
+        return value
+    tensor = torch.tensor([0.0 if math.isnan(value) else value], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return float(tensor.item()) / world
+
+
+def _report(
+    record: dict[str, float],
+    rank: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    stopper: EarlyStopping,
+    history: list[dict[str, float]],
+    best_state: dict[str, torch.Tensor],
+    epoch: int,
+) -> None:
+    """Report the epoch; rank 0 attaches the checkpoint that a restart resumes from."""
+    with tempfile.TemporaryDirectory() as directory:
+        checkpoint = None
+        if rank == 0:
+            state = {
+                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "optimizer": optimizer.state_dict(),
+                "stopper": dict(stopper.__dict__),
+                "history": history,
+                "best": best_state,
+                "epoch": epoch,
+            }
+            torch.save(state, Path(directory) / STATE_FILE)
+            checkpoint = ray.train.Checkpoint.from_directory(directory)
+        ray.train.report(record, checkpoint=checkpoint)
+    from tasks.cluster import metrics
+
+    gauges = metrics()
+    gauges["epoch"].set(epoch)
+    for name in ("auc", "pf1", "accuracy", "macro_f1"):
+        if name in record and not math.isnan(record[name]):
+            gauges["val_metric"].set(record[name], tags={"metric": name})
+
+
+def _log_live(tracking: dict[str, str] | None, record: dict[str, float], epoch: int) -> None:
+    """Per-epoch metrics to the MLflow run while training runs (the driver created it)."""
+    if not tracking:
+        return
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+    from mlflow.exceptions import MlflowException
+
+    finite = {k: v for k, v in record.items() if k != "epoch" and math.isfinite(v)}
+    metrics = [Metric(k, v, 0, epoch) for k, v in finite.items()]
+    try:
+        MlflowClient(tracking["tracking_uri"]).log_batch(tracking["run_id"], metrics=metrics)
+    except MlflowException as exc:  # metrics also travel in the checkpoint's history
+        log.warning("could not log epoch %d to MLflow: %s", epoch, exc)
