@@ -1,6 +1,8 @@
-"""The ``mammo`` command: one subcommand per flow, plus the local stack.
+"""The ``mammo`` command: one subcommand per flow, plus the demo and the local stack.
 
 Imports are deferred to the subcommand that needs them, so ``mammo --help`` is instant.
+Known failures (bad input, failed validation, storage or registry errors) print one clear
+message and exit with status 1; anything else keeps its traceback.
 """
 
 from __future__ import annotations
@@ -10,26 +12,49 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 Handler = Callable[[argparse.Namespace], int]
 
+DEMO_PREPROCESS = {"out_rows": 512, "out_cols": 256}
+DEMO_TRAIN = {
+    "image_rows": 256,
+    "image_cols": 128,
+    "epochs": 10,
+    "batch_size": 16,
+    "num_workers": 2,
+    "early_stopping_patience": 4,
+}
+DEMO_SPLIT = {"holdout_fraction": 0.2, "val_fraction": 0.25}
+DEMO_POSITIVE_RATE = 0.25  # enriched so a small CNN learns in minutes; real data: about 2%
+
 
 def _preprocess_overrides(args: argparse.Namespace) -> dict[str, object] | None:
-    overrides = {
-        key: value
-        for key, value in (
-            ("out_rows", args.rows),
-            ("out_cols", args.cols),
-            ("bit_depth", args.bit_depth),
-        )
-        if value is not None
-    }
+    pairs = (("out_rows", args.rows), ("out_cols", args.cols), ("bit_depth", args.bit_depth))
+    overrides = {key: value for key, value in pairs if value is not None}
     return overrides or None
 
 
-def cmd_synth(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    pairs = {
+        "model": args.model,
+        "target": args.target,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "image_rows": args.image_rows,
+        "image_cols": args.image_cols,
+        "num_workers": args.workers,
+        "lr": args.lr,
+        "sampler": args.sampler,
+        "seed": args.seed,
+        "use_gpu": args.use_gpu,
+        "fuse_metadata": args.fuse_metadata or None,
+    }
+    return {key: value for key, value in pairs.items() if value is not None}
 
+
+def cmd_synth(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     from mammo.synth.generate import SynthConfig, generate
@@ -71,6 +96,110 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    from flows.validate import validate
+
+    print(json.dumps(validate(raw=args.raw, data=args.data), indent=2))
+    print(f"Reports: {args.data}/validation/")
+    return 0
+
+
+def cmd_eda(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from mammo.eda import metadata_report
+
+    report = metadata_report(pd.read_csv(Path(args.raw) / "train.csv"), Path(args.out))
+    print(f"Wrote {report.markdown} and {len(report.plots)} plots")
+    for note in report.notes:
+        print(f"  note: {note}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from flows.train import train
+
+    result = train(data=args.data, config=_train_overrides(args), register=not args.no_register)
+    _print_training(result)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from flows.nightly import nightly
+
+    result = nightly(
+        raw=args.raw,
+        out=args.out,
+        max_patients=args.max_patients,
+        shard_size=args.shard_size,
+        preprocess=_preprocess_overrides(args),
+        train_config=_train_overrides(args),
+    )
+    _print_pipeline(result)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Synthesize a small enriched set (once) and run the nightly pipeline on it."""
+    from flows.nightly import nightly
+    from mammo.synth.generate import SynthConfig, generate
+    from tasks.settings import Settings
+
+    root = Path(args.dir) if args.dir else Settings.from_env().home / "demo"
+    raw = root / "raw"
+    if not (raw / "train.csv").exists():
+        print(f"Synthesizing {args.patients} patients into {raw} ...")
+        generate(
+            raw,
+            SynthConfig(
+                patients=args.patients, seed=7, positive_rate=DEMO_POSITIVE_RATE, with_test=True
+            ),
+        )
+    result = nightly(
+        raw=str(raw),
+        out=str(root / "out"),
+        shard_size=32,
+        preprocess=DEMO_PREPROCESS,
+        train_config=DEMO_TRAIN,
+        split=DEMO_SPLIT,
+        validation={"positive_rate_band": (0.0, 0.5)},
+    )
+    _print_pipeline(result)
+    return 0
+
+
+def _print_training(result: dict[str, Any]) -> None:
+    from tasks.settings import Settings
+
+    settings = Settings.from_env()
+    metrics = result.get("metrics", {})
+    keys = ("val_auc", "val_pf1", "val_best_f1", "holdout_auc", "holdout_pf1")
+    print("\nModel:")
+    for key in keys:
+        if key in metrics:
+            print(f"  {key:<14} {metrics[key]:.3f}")
+    print(f"  MLflow run     {result['run_id']}")
+    if "registered" in result:
+        reg = result["registered"]
+        print(f"  registered     models:/{reg['name']}/{reg['version']} (alias @challenger)")
+    uri = settings.mlflow_tracking_uri
+    if uri.startswith("sqlite:"):
+        print(f"  MLflow UI      mlflow ui --backend-store-uri {uri}")
+    else:
+        print(f"  MLflow UI      {uri}")
+
+
+def _print_pipeline(result: dict[str, Any]) -> None:
+    ingest = result["ingest"]
+    print(
+        f"\nData: {ingest['manifest_rows']} images decoded into {result['out']} "
+        f"({ingest['quarantined']} quarantined, {ingest['decoded_this_run']} new this run); "
+        f"validation passed; EDA report {result['out']}/eda/eda.md"
+    )
+    _print_training(result)
+    print("  Ray dashboard  logged above (live while a run lasts; `mammo up` keeps one running)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mammo",
@@ -78,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
         "DICOM ingest, validation, Ray Train, MLflow registry.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="synthesize a small set and run the whole pipeline on it")
+    p.add_argument("--dir", default=None, help="where to work (default: $MAMMO_HOME/demo)")
+    p.add_argument("--patients", type=int, default=60)
+    p.set_defaults(handler=cmd_demo)
 
     p = sub.add_parser("synth", help="write a synthetic RSNA-layout data set")
     p.add_argument("out", help="directory to write train.csv and train_images/ to")
@@ -90,25 +224,100 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_synth)
 
     p = sub.add_parser("ingest", help="decode RAW's DICOMs into shards, PNGs and a manifest")
-    p.add_argument(
-        "--raw", required=True, help="local path or s3://bucket/prefix of the RSNA layout"
-    )
-    p.add_argument("--out", required=True, help="local path or s3://bucket/prefix for outputs")
+    _add_ingest_args(p, out_required=True)
     p.add_argument("--subset", choices=["train", "test"], default="train")
+    p.set_defaults(handler=cmd_ingest)
+
+    p = sub.add_parser("validate", help="Great Expectations on train.csv and the decoded set")
+    p.add_argument("--raw", required=True, help="the RSNA layout that was ingested")
+    p.add_argument("--data", required=True, help="the ingest output (OUT)")
+    p.set_defaults(handler=cmd_validate)
+
+    p = sub.add_parser("eda", help="exploratory report of train.csv (plots + eda.md)")
+    p.add_argument("--raw", required=True, help="a local RSNA layout")
+    p.add_argument("--out", default="eda", help="directory for eda.md and the plots")
+    p.set_defaults(handler=cmd_eda)
+
+    p = sub.add_parser("train", help="train on an ingest output with Ray Train; log to MLflow")
+    p.add_argument("--data", required=True, help="the ingest output (OUT)")
+    p.add_argument("--no-register", action="store_true", help="log the model, do not register")
+    _add_train_args(p)
+    p.set_defaults(handler=cmd_train)
+
+    p = sub.add_parser("run", help="the nightly pipeline: ingest, validate, EDA, train, register")
+    _add_ingest_args(p, out_required=False)
+    _add_train_args(p)
+    p.set_defaults(handler=cmd_run)
+    return parser
+
+
+def _add_ingest_args(p: argparse.ArgumentParser, out_required: bool) -> None:
+    p.add_argument("--raw", required=True, help="local path or s3://bucket/prefix (RSNA layout)")
+    p.add_argument(
+        "--out",
+        required=out_required,
+        default=None,
+        help="local path or s3://bucket/prefix for outputs"
+        + ("" if out_required else " (default: $MAMMO_HOME/data)"),
+    )
     p.add_argument("--shard-size", type=int, default=256, help="files per unit of work")
     p.add_argument("--max-patients", type=int, default=None, help="a small run: first N patients")
     p.add_argument("--rows", type=int, default=None, help="output rows (default 1024)")
     p.add_argument("--cols", type=int, default=None, help="output columns (default 512)")
     p.add_argument("--bit-depth", type=int, choices=[8, 16], default=None)
-    p.set_defaults(handler=cmd_ingest)
-    return parser
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training (defaults: mammo.training.TrainConfig)")
+    g.add_argument("--model", default=None, help="small_cnn, resnet18 or resnet34")
+    g.add_argument("--target", default=None, help="cancer (default) or density, ...")
+    g.add_argument("--epochs", type=int, default=None)
+    g.add_argument("--batch-size", type=int, default=None)
+    g.add_argument("--image-rows", type=int, default=None, help="training resolution")
+    g.add_argument("--image-cols", type=int, default=None)
+    g.add_argument("--workers", type=int, default=None, help="Ray Train workers")
+    g.add_argument("--lr", type=float, default=None)
+    g.add_argument("--sampler", choices=["none", "oversample", "balanced"], default=None)
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--fuse-metadata", action="store_true", help="also feed age, view, ...")
+    g.add_argument(
+        "--use-gpu",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="default: when the cluster has GPUs",
+    )
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from mammo.inventory import MetadataError
+    from tasks.ingest import IngestError
+    from tasks.storage import StorageError
+    from tasks.tracking import RegistryError
+    from tasks.train import TrainingError
+    from tasks.validate import DataValidationError
+
+    return (
+        MetadataError,
+        IngestError,
+        StorageError,
+        RegistryError,
+        TrainingError,
+        DataValidationError,
+        FileNotFoundError,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
-    return handler(args)
+    try:
+        return handler(args)
+    except Exception as exc:
+        if isinstance(exc, _known_errors()):
+            print(f"\nmammo {args.command} failed: {exc}", file=sys.stderr)
+            return 1
+        raise
 
 
 if __name__ == "__main__":

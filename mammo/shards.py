@@ -9,6 +9,7 @@ Storage failures are not the input's fault: they propagate, and the shard is ret
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -44,9 +45,16 @@ def process_shard(
     write_png: WriteFn,
     cfg: PreprocessConfig,
     progress: ProgressFn | None = None,
+    decoders: tuple[str, ...] | None = None,
 ) -> ShardResult:
-    """Decode ``items`` (inventory.ITEM_COLUMNS) in order; see the module docstring."""
+    """Decode ``items`` (inventory.ITEM_COLUMNS) in order; see the module docstring.
+
+    ``decoders`` overrides the config's decoder order without changing the config's identity
+    (decoders give bit-identical pixels): the caller's safe mode after a native crash.
+    """
     config_hash = cfg.config_hash()
+    if decoders is not None:
+        cfg = dataclasses.replace(cfg, decoders=decoders)
     records = items.to_dict("records")
     images: list[dict[str, object]] = []
     quarantine: list[dict[str, object]] = []
@@ -86,8 +94,9 @@ def _process_item(
     except MammoInputError as exc:
         return None, _quarantined(item, exc.reason, exc.detail)
     except Exception as exc:  # noqa: BLE001 - policy edge: an unforeseen failure on one input
-        reason = c.QuarantineReason.DECODE_FAILED
-        return None, _quarantined(item, reason, f"{type(exc).__name__}: {exc}")
+        # Only the class name: a library's message could quote header values.
+        detail = f"unexpected {type(exc).__name__} while decoding"
+        return None, _quarantined(item, c.QuarantineReason.DECODE_FAILED, detail)
     png_path = c.png_relpath(int(str(item[c.PATIENT_ID])), int(str(item[c.IMAGE_ID])))
     write_png(png_path, image.png)
     return _image_row(item, image, png_path, config_hash), None
@@ -140,9 +149,9 @@ def _image_row(
             "bits_stored": header.bits_stored,
             "src_rows": header.rows,
             "src_cols": header.cols,
-            "voi_lut_function": header.voi_lut_function,
-            "window_center": header.window_centers[0] if header.window_centers else None,
-            "window_width": header.window_widths[0] if header.window_widths else None,
+            "voi_lut_function": image.window.function.value if image.window else None,
+            "window_center": image.window.center if image.window else None,
+            "window_width": image.window.width if image.window else None,
             "decoder": image.decoder,
             "window_fallback": image.window_fallback,
             "crop_y0": y0,

@@ -61,7 +61,7 @@ class TrainConfig:
     target: str = CANCER
     epochs: int = 10
     batch_size: int = 32
-    lr: float = 3e-4
+    lr: float = 1e-3
     weight_decay: float = 1e-4
     dropout: float = 0.2
     sampler: SamplerKind = SamplerKind.BALANCED

@@ -33,6 +33,7 @@ from tasks.storage import StorageError, Store, open_store, read_parquet, write_p
 
 SHARD_KEY = "shard"
 INGEST_SUMMARY_FILE = "ingest.json"
+SAFE_DECODERS = ("pydicom",)
 WORK_DIR = "_work"
 
 
@@ -211,7 +212,7 @@ def plan_ingest(
     return plan
 
 
-@ray.remote(num_cpus=1, max_retries=3, retry_exceptions=[StorageError])
+@ray.remote(num_cpus=1, max_retries=2, retry_exceptions=[StorageError])
 def decode_shard(
     raw: str,
     out: str,
@@ -219,8 +220,13 @@ def decode_shard(
     items: pd.DataFrame,
     preprocess: dict[str, object],
     progress: object,
+    decoders: tuple[str, ...] | None = None,
 ) -> ShardSummary:
-    """One shard on a Ray worker: decode, write PNGs, then commit the shard's two tables."""
+    """One shard on a Ray worker: decode, write PNGs, then commit the shard's two tables.
+
+    Ray re-runs the task when its worker dies (a killed node, or a native crash inside a
+    codec) and when storage fails transiently; ``decoders`` is the driver's safe mode.
+    """
     import cv2
 
     cv2.setNumThreads(1)  # one Ray task per CPU: no oversubscription
@@ -233,7 +239,12 @@ def decode_shard(
         progress.add.remote(decoded)  # type: ignore[attr-defined]
 
     result = process_shard(
-        items, raw_store.read_bytes, out_store.write_bytes, PreprocessConfig(**preprocess), report
+        items,
+        raw_store.read_bytes,
+        out_store.write_bytes,
+        PreprocessConfig(**preprocess),
+        report,
+        decoders,
     )
     if result.quarantine.num_rows:
         write_parquet(out_store, f"{c.SHARD_QUARANTINE_DIR}/{name}.parquet", result.quarantine)
@@ -280,29 +291,44 @@ def decode_shards(plan: IngestPlan, settings: Settings) -> DecodeReport:
     out_store = open_store(plan.out)
     items = read_parquet(out_store, f"{plan.work}/pending.parquet").to_pandas()
     counter = ProgressCounter.options(name=f"ingest-progress-{plan.plan_id}").remote()  # type: ignore[attr-defined]
-    futures = {
-        decode_shard.options(name=f"decode {name}").remote(
-            plan.raw,
-            plan.out,
-            name,
-            frame.drop(columns=[SHARD_KEY]).reset_index(drop=True),
-            plan.preprocess,
-            counter,
-        ): name
+    shard_items = {
+        str(name): frame.drop(columns=[SHARD_KEY]).reset_index(drop=True)
         for name, frame in items.groupby(SHARD_KEY, sort=True)
     }
     del items
+
+    def submit(name: str, decoders: tuple[str, ...] | None = None) -> ray.ObjectRef:
+        label = f"decode {name}" + (" (safe mode)" if decoders else "")
+        return decode_shard.options(name=label).remote(
+            plan.raw, plan.out, name, shard_items[name], plan.preprocess, counter, decoders
+        )
+
+    futures = {submit(name): name for name in shard_items}
     summaries: list[ShardSummary] = []
     failures: dict[str, str] = {}
+    safe_mode: set[str] = set()
     reporter = ProgressReporter(plan.pending, "decoding", logger)
     waiting = list(futures)
     while waiting:
         ready, waiting = ray.wait(waiting, num_returns=len(waiting), timeout=1.0)
         for ref in ready:
+            name = futures[ref]
             try:
                 summaries.append(ray.get(ref))
+            except ray.exceptions.WorkerCrashedError:
+                if name in safe_mode:
+                    failures[name] = "the worker died in safe mode too"
+                    continue
+                # Ray already re-ran it: a codec that crashes the process on one file does
+                # so every time. Decode the shard again with pydicom first (no native crash
+                # seen there); its bad file then gets a quarantine row like any other.
+                logger.warning("workers died on %s; decoding it again in safe mode", name)
+                safe_mode.add(name)
+                retry = submit(name, SAFE_DECODERS)
+                futures[retry] = name
+                waiting.append(retry)
             except (ray.exceptions.RayError, StorageError) as exc:
-                failures[futures[ref]] = str(exc).strip().splitlines()[-1][:500]
+                failures[name] = str(exc).strip().splitlines()[-1][:500]
         decoded, quarantined = ray.get(counter.counts.remote())
         reporter.update(decoded, quarantined)
         rate = decoded / max(time.perf_counter() - started, 1e-9)
@@ -312,8 +338,8 @@ def decode_shards(plan: IngestPlan, settings: Settings) -> DecodeReport:
     if failures:
         lines = "\n".join(f"  {name}: {error}" for name, error in sorted(failures.items()))
         raise IngestError(
-            f"{len(failures)} of {len(futures)} shards failed; {len(summaries)} finished and are "
-            f"kept (a re-run decodes only the rest):\n{lines}"
+            f"{len(failures)} of {len(shard_items)} shards failed; {len(summaries)} finished "
+            f"and are kept (a re-run decodes only the rest):\n{lines}"
         )
     report = DecodeReport(
         shards=len(summaries),

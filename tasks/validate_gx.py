@@ -85,11 +85,11 @@ class InvalidValidationInput(ValueError):
 
 
 class DataValidationError(RuntimeError):
-    """Raised by :meth:`ValidationReport.raise_if_failed`; carries the report."""
+    """Data failed validation; carries the failed reports, names every failed expectation."""
 
-    def __init__(self, report: ValidationReport) -> None:
-        super().__init__(report.failure_message())
-        self.report = report
+    def __init__(self, *reports: ValidationReport) -> None:
+        super().__init__("\n\n".join(report.failure_message() for report in reports))
+        self.reports = reports
 
 
 @dataclass(frozen=True)

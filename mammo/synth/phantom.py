@@ -70,7 +70,7 @@ def render_breast(
     """A (rows, cols) float32 breast image in [0, 1], chest wall on the left if faces_right.
 
     ``density`` is the BI-RADS density letter (A..D, or None for a random one); positives
-    (``cancer``) carry a mass (a few % of the breast depth, spiculated) and/or a
+    (``cancer``) carry a mass (5-9 % of the breast depth, spiculated) and/or a
     microcalcification cluster inside the breast.
     """
     if rows < 32 or cols < 32:
@@ -217,7 +217,7 @@ def _add_lesions(
     rng: np.random.Generator, img: FloatImage, breast: _Breast, sy: float, sx: float
 ) -> None:
     """Add a mass and/or a calcification cluster at full resolution, in place."""
-    mass = rng.random() < 0.75
+    mass = rng.random() < 0.9  # a mass of 1-2 cm is the signal a small CNN learns first
     calcs = rng.random() < 0.45 or not mass
     candidates = np.flatnonzero((breast.rho < 0.75) & (breast.pectoral < 0.1))
     if candidates.size == 0:
@@ -229,7 +229,7 @@ def _add_lesions(
         y, x = np.unravel_index(int(rng.choice(candidates)), breast.rho.shape)
         cy, cx = (y + rng.random()) * sy, (x + rng.random()) * sx
         if kind_is_mass:
-            _stamp_mass(rng, img, cy, cx, max(2.5, rng.uniform(0.025, 0.045) * depth))
+            _stamp_mass(rng, img, cy, cx, max(2.5, rng.uniform(0.05, 0.09) * depth))
         else:
             _stamp_calcifications(rng, img, cy, cx, depth)
 
@@ -259,7 +259,7 @@ def _stamp_mass(rng: np.random.Generator, img: FloatImage, cy: float, cx: float,
         across = dy * np.float32(np.cos(angle)) - dx * np.float32(np.sin(angle))
         line = np.exp(-np.square(across / np.float32(width))) * np.clip(1 - along / length, 0, 1)
         np.maximum(spicules, line * (along > 0), out=spicules)
-    img[ys, xs] += np.float32(rng.uniform(0.3, 0.4)) * np.maximum(body, 0.6 * spicules)
+    img[ys, xs] += np.float32(rng.uniform(0.4, 0.55)) * np.maximum(body, 0.6 * spicules)
 
 
 def _stamp_calcifications(

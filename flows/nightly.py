@@ -1,0 +1,54 @@
+"""The nightly pipeline: ingest -> validate -> EDA -> train -> register.
+
+    mammo run --raw RAW [--out OUT]      (or: python flows/nightly.py --raw RAW)
+
+A failed validation stops the run before training: nothing is trained or registered.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from flows.ingest import ingest
+from flows.train import train
+from tasks.eda import eda_report
+from tasks.settings import Settings
+from tasks.validate import validate_data
+
+
+def default_out() -> str:
+    return str(Settings.from_env().home / "data")
+
+
+@flow(name="nightly")
+def nightly(
+    raw: str,
+    out: str | None = None,
+    max_patients: int | None = None,
+    shard_size: int = 256,
+    preprocess: dict[str, Any] | None = None,
+    train_config: dict[str, Any] | None = None,
+    split: dict[str, Any] | None = None,
+    validation: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Retrain on everything RAW holds tonight and register the result as the challenger."""
+    out = out or default_out()
+    ingested = ingest(raw, out, "train", shard_size, max_patients, preprocess)
+    validated = validate_data(raw, out, validation)
+    eda = eda_report(raw, out)
+    trained = train(out, train_config, split, register=True, validation="passed")
+    return {
+        "out": out,
+        "ingest": {k: v for k, v in ingested.items() if k != "decode"},
+        "validation": validated,
+        "eda": {k: eda[k] for k in ("images", "patients", "positive_breasts") if k in eda},
+        **trained,
+    }
+
+
+if __name__ == "__main__":
+    from flows.cli import main
+
+    main(["run", *__import__("sys").argv[1:]])

@@ -1,0 +1,23 @@
+"""Validation flow: Great Expectations on RAW's train.csv and on OUT's decoded set.
+
+mammo validate --raw RAW --data OUT
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from tasks.validate import validate_data
+
+
+@flow(name="validate")
+def validate(raw: str, data: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    return validate_data(raw, data, config)
+
+
+if __name__ == "__main__":
+    from flows.cli import main
+
+    main(["validate", *__import__("sys").argv[1:]])

@@ -1,0 +1,31 @@
+"""The exploratory metadata report as a pipeline step: written beside the data."""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+from prefect import task
+
+from mammo import contract as c
+from mammo.eda import metadata_report
+from tasks.logs import run_logger
+from tasks.storage import open_store
+
+EDA_DIR = "eda"
+
+
+@task(name="eda-report", retries=1)
+def eda_report(raw: str, data: str) -> dict[str, float]:
+    """Write OUT/eda/ (eda.md and its PNG plots) from RAW's train.csv; return the key figures."""
+    csv = pd.read_csv(io.BytesIO(open_store(raw).read_bytes(c.csv_name(c.Subset.TRAIN))))
+    out = open_store(data)
+    with tempfile.TemporaryDirectory() as tmp:
+        report = metadata_report(csv, Path(tmp))
+        for path in Path(tmp).rglob("*"):
+            if path.is_file():
+                out.write_bytes(f"{EDA_DIR}/{path.relative_to(tmp).as_posix()}", path.read_bytes())
+    run_logger().info("EDA report: %s/%s/eda.md (%s)", out.uri, EDA_DIR, report.notes or "complete")
+    return report.figures

@@ -1,0 +1,89 @@
+"""The validation gate: Great Expectations suites on train.csv and on the decoded set.
+
+Both reports are saved as JSON beside the data (``OUT/validation/``) and shown to a person
+as a Prefect markdown artifact. A failed suite raises :class:`DataValidationError`, whose
+message names each failed expectation with example offending values: the pipeline stops
+there and trains nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pandas as pd
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.context import TaskRunContext
+
+from mammo import contract as c
+from mammo.preprocess import PreprocessConfig
+from tasks.ingest import INGEST_SUMMARY_FILE
+from tasks.logs import run_logger
+from tasks.storage import open_store, read_parquet
+from tasks.validate_gx import (
+    DataValidationError,
+    ValidationConfig,
+    ValidationReport,
+    validate_decoded_set,
+    validate_raw_metadata,
+)
+
+__all__ = ["DataValidationError", "validate_data"]
+
+
+@task(name="validate-data")
+def validate_data(raw: str, data: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run both suites; save and publish the reports; raise if either failed."""
+    logger = run_logger()
+    raw_store, out = open_store(raw), open_store(data)
+    summary = json.loads(out.read_bytes(INGEST_SUMMARY_FILE))
+    subset = c.Subset(summary["subset"])
+    preprocess = PreprocessConfig.from_json(out.read_bytes(c.PREPROCESS_CONFIG_FILE).decode())
+    cfg = ValidationConfig(
+        **(config or {}), expected_rows=preprocess.out_rows, expected_cols=preprocess.out_cols
+    )
+    csv = pd.read_csv(
+        io.BytesIO(raw_store.read_bytes(c.csv_name(subset))),
+        dtype=str,
+        keep_default_na=False,
+        na_values=[""],
+    )
+    columns = [f.name for f in c.MANIFEST_SCHEMA]
+    manifest = read_parquet(out, c.MANIFEST_FILE, columns).to_pandas()
+    reports = [
+        validate_raw_metadata(csv, cfg),
+        validate_decoded_set(
+            manifest, int(summary["csv_rows"]), int(summary["quarantined_csv_rows"]), cfg
+        ),
+    ]
+    for report in reports:
+        out.write_bytes(
+            f"{c.VALIDATION_DIR}/{report.suite}.json",
+            json.dumps(report.to_dict(), indent=2, default=str).encode(),
+        )
+    _publish(reports)
+    failed = [r for r in reports if not r.success]
+    for report in reports:
+        logger.info(
+            "Suite %s: %s (%s)",
+            report.suite,
+            "passed" if report.success else "FAILED",
+            report.statistics,
+        )
+    if failed:
+        raise DataValidationError(*failed)
+    return {r.suite: r.statistics for r in reports}
+
+
+def _publish(reports: list[ValidationReport]) -> None:
+    if TaskRunContext.get() is None:
+        return  # called outside a Prefect run (e.g. .fn() in a test)
+    markdown = "\n\n".join(f"## {r.suite}\n\n{r.to_markdown()}" for r in reports)
+    ok = all(r.success for r in reports)
+    create_markdown_artifact(
+        key="data-validation",
+        markdown=markdown,
+        description="Great Expectations: " + ("passed" if ok else "FAILED"),
+    )
