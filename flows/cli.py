@@ -21,10 +21,10 @@ DEMO_PREPROCESS = {"out_rows": 512, "out_cols": 256}
 DEMO_TRAIN = {
     "image_rows": 256,
     "image_cols": 128,
-    "epochs": 10,
-    "batch_size": 16,
+    "epochs": 12,
+    "batch_size": 8,
     "num_workers": 2,
-    "early_stopping_patience": 4,
+    "early_stopping_patience": 5,
 }
 DEMO_SPLIT = {"holdout_fraction": 0.2, "val_fraction": 0.25}
 DEMO_POSITIVE_RATE = 0.25  # enriched so a small CNN learns in minutes; real data: about 2%
@@ -168,6 +168,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_up(args: argparse.Namespace) -> int:
+    from tasks.stack import StackConfig, up
+
+    print(up(StackConfig.from_env()).describe())
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from tasks.stack import StackConfig, down
+
+    stopped = down(StackConfig.from_env())
+    print("Stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from tasks.stack import StackConfig, status
+
+    for service, state in status(StackConfig.from_env()).items():
+        print(f"  {service:<16} {state}")
+    return 0
+
+
 def _print_training(result: dict[str, Any]) -> None:
     from tasks.settings import Settings
 
@@ -248,6 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ingest_args(p, out_required=False)
     _add_train_args(p)
     p.set_defaults(handler=cmd_run)
+
+    for name, handler, text in (
+        ("up", cmd_up, "start the local stack on 127.0.0.1: Prefect, Ray, MLflow, S3"),
+        ("down", cmd_down, "stop everything `mammo up` started"),
+        ("status", cmd_status, "show the local stack's services and URLs"),
+    ):
+        sub.add_parser(name, help=text).set_defaults(handler=handler)
     return parser
 
 
@@ -291,6 +321,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 def _known_errors() -> tuple[type[BaseException], ...]:
     from mammo.inventory import MetadataError
     from tasks.ingest import IngestError
+    from tasks.stack import StackError
     from tasks.storage import StorageError
     from tasks.tracking import RegistryError
     from tasks.train import TrainingError

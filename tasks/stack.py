@@ -430,6 +430,7 @@ def _service_env(cfg: StackConfig) -> dict[str, str]:
         **inherited,
         **cfg.client_env(),
         "PATH": os.pathsep.join([bin_dir, inherited.get("PATH", "")]),
+        "MAMMO_HOME": str(_mammo_home(os.environ)),  # absolute: flow runs start elsewhere
         "PREFECT_HOME": str(cfg.state_dir.absolute() / "prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "RAY_USAGE_STATS_ENABLED": "0",
