@@ -334,6 +334,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         RegistryError,
         TrainingError,
         DataValidationError,
+        StackError,
         FileNotFoundError,
     )
 
