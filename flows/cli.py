@@ -168,6 +168,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_promote(args: argparse.Namespace) -> int:
+    from flows.promote import promote
+
+    policy = {
+        key: value
+        for key, value in (("metric", args.metric), ("margin", args.margin), ("floor", args.floor))
+        if value is not None
+    }
+    result = promote(data=args.data, policy=policy, rollback=args.rollback)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from flows.predict import predict
+
+    result = predict(raw=args.raw, model=args.model, out=args.out, binarize=args.binarize)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from tasks.stack import StackConfig, up
 
@@ -220,6 +241,8 @@ def _print_pipeline(result: dict[str, Any]) -> None:
         f"validation passed; EDA report {result['out']}/eda/eda.md"
     )
     _print_training(result)
+    promotion = result.get("promotion", {})
+    print(f"  promotion      {promotion.get('decision')}: {promotion.get('reason', '')}")
     print("  Ray dashboard  logged above (live while a run lasts; `mammo up` keeps one running)")
 
 
@@ -272,6 +295,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(p)
     p.set_defaults(handler=cmd_run)
 
+    p = sub.add_parser("promote", help="move @champion to the challenger if proven no worse")
+    p.add_argument("--data", default=None, help="decoded data whose holdout patients to score")
+    p.add_argument("--rollback", action="store_true", help="restore the previous champion")
+    p.add_argument("--metric", choices=["auc", "pf1"], default=None, help="breast level")
+    p.add_argument("--margin", type=float, default=None, help="differences within are ties")
+    p.add_argument("--floor", type=float, default=None, help="minimum for a first champion")
+    p.set_defaults(handler=cmd_promote)
+
+    p = sub.add_parser("predict", help="score RAW/test.csv into a Kaggle submission CSV")
+    p.add_argument("--raw", required=True, help="RSNA layout with test.csv and test_images/")
+    p.add_argument("--model", default="models:/mammo-cancer@champion", help="a model URI")
+    p.add_argument("--out", default="submission.csv", help="CSV path or s3:// URI")
+    p.add_argument("--binarize", action="store_true", help="0/1 with the model's threshold")
+    p.set_defaults(handler=cmd_predict)
+
     for name, handler, text in (
         ("up", cmd_up, "start the local stack on 127.0.0.1: Prefect, Ray, MLflow, S3"),
         ("down", cmd_down, "stop everything `mammo up` started"),
@@ -321,6 +359,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 def _known_errors() -> tuple[type[BaseException], ...]:
     from mammo.inventory import MetadataError
     from tasks.ingest import IngestError
+    from tasks.promote import PromotionError
     from tasks.stack import StackError
     from tasks.storage import StorageError
     from tasks.tracking import RegistryError
@@ -335,6 +374,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         TrainingError,
         DataValidationError,
         StackError,
+        PromotionError,
         FileNotFoundError,
     )
 

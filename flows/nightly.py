@@ -1,4 +1,4 @@
-"""The nightly pipeline: ingest -> validate -> EDA -> train -> register.
+"""The nightly pipeline: ingest -> validate -> EDA -> train -> register -> promote.
 
     mammo run --raw RAW [--out OUT]      (or: python flows/nightly.py --raw RAW)
 
@@ -12,6 +12,7 @@ from typing import Any
 from prefect import flow
 
 from flows.ingest import ingest
+from flows.promote import promote
 from flows.train import train
 from tasks.eda import eda_report
 from tasks.settings import Settings
@@ -32,19 +33,22 @@ def nightly(
     train_config: dict[str, Any] | None = None,
     split: dict[str, Any] | None = None,
     validation: dict[str, Any] | None = None,
+    promotion: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Retrain on everything RAW holds tonight and register the result as the challenger."""
+    """Retrain on everything RAW holds tonight, register the challenger, promote if earned."""
     out = out or default_out()
     ingested = ingest(raw, out, "train", shard_size, max_patients, preprocess)
     validated = validate_data(raw, out, validation)
     eda = eda_report(raw, out)
     trained = train(out, train_config, split, register=True, validation="passed")
+    promoted = promote(out, promotion)
     return {
         "out": out,
         "ingest": {k: v for k, v in ingested.items() if k != "decode"},
         "validation": validated,
         "eda": {k: eda[k] for k in ("images", "patients", "positive_breasts") if k in eda},
         **trained,
+        "promotion": promoted,
     }
 
 

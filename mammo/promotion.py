@@ -38,6 +38,26 @@ class BootstrapResult:
 
 
 @dataclass(frozen=True)
+class PromotionPolicy:
+    """How a challenger is judged against the champion (see :func:`decide`)."""
+
+    metric: str = "auc"  # breast-level: "auc" or "pf1"
+    margin: float = 0.01  # differences within the margin are ties
+    floor: float = 0.6  # a first model must reach this
+    n_resamples: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.metric not in ("auc", "pf1"):
+            raise PromotionError(f"promotion metric must be auc or pf1, got {self.metric!r}")
+        if self.margin < 0 or self.n_resamples < 100 or not 0.5 < self.confidence < 1:
+            raise PromotionError(
+                f"need margin >= 0, n_resamples >= 100, confidence in (0.5, 1): {self}"
+            )
+
+
+@dataclass(frozen=True)
 class Decision:
     promote: bool
     reason: str

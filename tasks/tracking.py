@@ -47,7 +47,8 @@ def client(settings: Settings) -> MlflowClient:
         )
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_registry_uri(settings.mlflow_tracking_uri)
-    mlflow_client = MlflowClient(settings.mlflow_tracking_uri)
+    uri = settings.mlflow_tracking_uri
+    mlflow_client = MlflowClient(uri, registry_uri=uri)  # the registry lives in the same store
     try:
         if mlflow_client.get_experiment_by_name(settings.mlflow_experiment) is None:
             local = not settings.mlflow_tracking_uri.startswith(("http://", "https://"))

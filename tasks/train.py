@@ -260,7 +260,7 @@ def _fit_and_log(
         for split, frame_p in predictions.items():
             frame_p.to_parquet(work / f"predictions_{split}.parquet")
             mlflow.log_artifact(str(work / f"predictions_{split}.parquet"), "predictions")
-        info = _log_models(bundle, model, work, target)
+        info = log_models(bundle, model, work)
     return TrainOutcome(
         run_id=run.run_id,
         model_uri=info[0],
@@ -357,10 +357,10 @@ def _class_name(target: Target, value: float) -> str:
     return str(int(value)) if target.is_binary else str(target.classes[int(value)])
 
 
-def _log_models(
-    bundle: ModelBundle, model: torch.nn.Module, work: Path, target: Target
-) -> tuple[str, str]:
-    """The pyfunc (PNG bytes + metadata -> probabilities) and the raw torch module."""
+def log_models(bundle: ModelBundle, model: torch.nn.Module, work: Path) -> tuple[str, str]:
+    """Log, into the active MLflow run, the pyfunc (PNG bytes + metadata -> probabilities)
+    and the raw torch module; returns their model URIs."""
+    target = bundle.target
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema, TensorSpec
 

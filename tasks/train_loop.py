@@ -14,6 +14,7 @@ import copy
 import logging
 import math
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -220,8 +221,11 @@ def _log_live(tracking: dict[str, str] | None, record: dict[str, float], epoch: 
     from mlflow.exceptions import MlflowException
 
     finite = {k: v for k, v in record.items() if k != "epoch" and math.isfinite(v)}
-    metrics = [Metric(k, v, 0, epoch) for k, v in finite.items()]
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, v, now, epoch) for k, v in finite.items()]
     try:
-        MlflowClient(tracking["tracking_uri"]).log_batch(tracking["run_id"], metrics=metrics)
+        MlflowClient(tracking["tracking_uri"], tracking["tracking_uri"]).log_batch(
+            tracking["run_id"], metrics=metrics
+        )
     except MlflowException as exc:  # metrics also travel in the checkpoint's history
         log.warning("could not log epoch %d to MLflow: %s", epoch, exc)
