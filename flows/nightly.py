@@ -36,6 +36,10 @@ def nightly(
     promotion: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Retrain on everything RAW holds tonight, register the challenger, promote if earned."""
+    if not raw:
+        raise ValueError(
+            "raw is empty: set MAMMO_RAW before `prefect deploy`, or run with --param raw=..."
+        )
     out = out or default_out()
     ingested = ingest(raw, out, "train", shard_size, max_patients, preprocess)
     validated = validate_data(raw, out, validation)

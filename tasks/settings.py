@@ -24,6 +24,7 @@ class Settings:
     ray_metrics_port: int | None  # MAMMO_RAY_METRICS_PORT: Prometheus endpoint of the local node
     train_storage: str  # MAMMO_TRAIN_STORAGE: Ray Train checkpoints (shared storage on clusters)
     train_max_failures: int  # MAMMO_TRAIN_MAX_FAILURES: worker-group restarts from a checkpoint
+    train_cpus_per_worker: int | None  # MAMMO_TRAIN_CPUS_PER_WORKER (default: fair share)
     mlflow_tracking_uri: str  # MLFLOW_TRACKING_URI, default a SQLite store under home
     mlflow_artifact_root: str  # MAMMO_MLFLOW_ARTIFACT_ROOT, default a directory under home
     mlflow_experiment: str  # MLFLOW_EXPERIMENT_NAME
@@ -45,6 +46,9 @@ class Settings:
             ray_metrics_port=int(metrics_port) if metrics_port else None,
             train_storage=env.get("MAMMO_TRAIN_STORAGE") or str(home / "ray_results"),
             train_max_failures=int(env.get("MAMMO_TRAIN_MAX_FAILURES", "2")),
+            train_cpus_per_worker=int(cpus)
+            if (cpus := env.get("MAMMO_TRAIN_CPUS_PER_WORKER"))
+            else None,
             mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home}/mlflow.db",
             mlflow_artifact_root=env.get("MAMMO_MLFLOW_ARTIFACT_ROOT") or str(home / "mlartifacts"),
             mlflow_experiment=env.get("MLFLOW_EXPERIMENT_NAME", "mammo"),

@@ -504,7 +504,9 @@ def _start_prefect_server(cfg: StackConfig, env: Mapping[str, str]) -> None:
 def _start_prefect_worker(cfg: StackConfig, env: Mapping[str, str]) -> None:
     """Create the process work pool (an existing one is kept), then start its worker."""
     prefect = _exe("prefect")
+    template = Path(__file__).resolve().parents[1] / "infra/prefect/process-work-pool.json"
     pool = [prefect, "work-pool", "create", cfg.work_pool, "--type", "process"]
+    pool += ["--base-job-template", str(template)]
     created = subprocess.run(
         pool, env=dict(env), capture_output=True, text=True, timeout=cfg.start_timeout_s
     )

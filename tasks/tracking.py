@@ -11,6 +11,7 @@ of the same run before creating one, so a retry after a failure never adds a dup
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from dataclasses import dataclass
@@ -95,8 +96,11 @@ def start_training_run(
 
 
 def git_commit() -> str:
-    """The commit of the code that runs, or "unknown" outside a git checkout."""
+    """The commit of the code that runs: the checkout's HEAD, else MAMMO_GIT_COMMIT (set when
+    a container image is built), else "unknown"."""
     root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return os.environ.get("MAMMO_GIT_COMMIT", "unknown")
     try:
         out = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"],

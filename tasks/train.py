@@ -183,7 +183,11 @@ def _fit_and_log(
 
     gpus = cluster_gpus()
     use_gpu = cfg.use_gpu if cfg.use_gpu is not None else gpus > 0
-    cpus = max(1, int(ray.cluster_resources().get("CPU", 1) // cfg.num_workers))
+    # A worker must fit on one node: on a cluster with many decode nodes the fair share of
+    # all CPUs is more than a GPU node has, so MAMMO_TRAIN_CPUS_PER_WORKER caps it there.
+    cpus = settings.train_cpus_per_worker or max(
+        1, int(ray.cluster_resources().get("CPU", 1) // cfg.num_workers)
+    )
     logger.info(
         "Ray Train: %d worker(s), %s, %d CPU each",
         cfg.num_workers,
