@@ -34,7 +34,7 @@ from mammo.metrics import aggregate_breasts, best_threshold_f1
 from mammo.splits import Split, SplitConfig, assign_splits
 from mammo.training import Target, TrainConfig, build_model
 from tasks import tracking
-from tasks.cluster import cluster_gpus, ensure_ray
+from tasks.cluster import cluster_gpus, ensure_ray, metrics
 from tasks.logs import run_logger
 from tasks.settings import Settings
 from tasks.storage import open_store, read_parquet
@@ -223,6 +223,7 @@ def _fit_and_log(
     model = build_model(cfg, target, encoder.n_features if encoder else 0)
     model.load_state_dict(state["best"])
     history: list[dict[str, float]] = state["history"]
+    publish_training_metrics(history)
 
     predictions = {
         split: _predict(model, datasets[split], target) for split in datasets if split != "train"
@@ -278,6 +279,18 @@ def _fit_and_log(
         metrics=metrics,
         rows={k: int((frame[c.SPLIT] == k).sum()) for k in ("train", "val", "holdout")},
     )
+
+
+def publish_training_metrics(history: list[dict[str, float]]) -> None:
+    """The last epoch and its validation metrics as Ray metrics of this (long-lived) process:
+    the training workers export them while they run, and exit with the run."""
+    gauges = metrics()
+    if history:
+        gauges["epoch"].set(history[-1]["epoch"])
+        for name in ("auc", "pf1", "accuracy", "macro_f1"):
+            value = history[-1].get(name, math.nan)
+            if math.isfinite(value):
+                gauges["val_metric"].set(value, tags={"metric": name})
 
 
 def _predict(model: torch.nn.Module, dataset: ray.data.Dataset, target: Target) -> pd.DataFrame:

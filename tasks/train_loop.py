@@ -203,13 +203,9 @@ def _report(
             torch.save(state, Path(directory) / STATE_FILE)
             checkpoint = ray.train.Checkpoint.from_directory(directory)
         ray.train.report(record, checkpoint=checkpoint)
-    from tasks.cluster import metrics
+    from tasks.train import publish_training_metrics
 
-    gauges = metrics()
-    gauges["epoch"].set(epoch)
-    for name in ("auc", "pf1", "accuracy", "macro_f1"):
-        if name in record and not math.isnan(record[name]):
-            gauges["val_metric"].set(record[name], tags={"metric": name})
+    publish_training_metrics([record])
 
 
 def _log_live(tracking: dict[str, str] | None, record: dict[str, float], epoch: int) -> None:
