@@ -68,6 +68,7 @@ class ShardSummary:
     decode_seconds: float
     wall_seconds: float
     bytes_read: int
+    node: str  # the Ray node that decoded it
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class DecodeReport:
     decode_seconds: float  # summed over workers: the decode work
     wall_seconds: float
     dashboard_url: str | None
+    nodes: int = 0  # Ray nodes that decoded at least one shard
 
 
 def resolve_config(out: Store, overrides: dict[str, object] | None) -> PreprocessConfig:
@@ -256,6 +258,7 @@ def decode_shard(
         decode_seconds=result.decode_seconds,
         wall_seconds=time.perf_counter() - started,
         bytes_read=result.bytes_read,
+        node=ray.get_runtime_context().get_node_id(),
     )
 
 
@@ -348,6 +351,7 @@ def decode_shards(plan: IngestPlan, settings: Settings) -> DecodeReport:
         decode_seconds=sum(s.decode_seconds for s in summaries),
         wall_seconds=time.perf_counter() - started,
         dashboard_url=dashboard,
+        nodes=len({s.node for s in summaries}),
     )
     logger.info(
         "Decoded %d images (%d quarantined) in %d shards, %.1f s wall, %.1f img/s",
