@@ -105,11 +105,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_eda(args: argparse.Namespace) -> int:
+    import io
+
     import pandas as pd
 
+    from mammo import contract as c
     from mammo.eda import metadata_report
+    from tasks.storage import open_store
 
-    report = metadata_report(pd.read_csv(Path(args.raw) / "train.csv"), Path(args.out))
+    csv = open_store(args.raw).read_bytes(c.csv_name(c.Subset.TRAIN))
+    report = metadata_report(pd.read_csv(io.BytesIO(csv)), Path(args.out))
     print(f"Wrote {report.markdown} and {len(report.plots)} plots")
     for note in report.notes:
         print(f"  note: {note}")
@@ -280,8 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_validate)
 
     p = sub.add_parser("eda", help="exploratory report of train.csv (plots + eda.md)")
-    p.add_argument("--raw", required=True, help="a local RSNA layout")
-    p.add_argument("--out", default="eda", help="directory for eda.md and the plots")
+    p.add_argument("--raw", required=True, help="local path or s3://bucket/prefix (RSNA layout)")
+    p.add_argument("--out", default="eda", help="local directory for eda.md and the plots")
     p.set_defaults(handler=cmd_eda)
 
     p = sub.add_parser("train", help="train on an ingest output with Ray Train; log to MLflow")
