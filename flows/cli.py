@@ -17,18 +17,6 @@ from typing import Any
 
 Handler = Callable[[argparse.Namespace], int]
 
-DEMO_PREPROCESS = {"out_rows": 512, "out_cols": 256}
-DEMO_TRAIN = {
-    "image_rows": 256,
-    "image_cols": 128,
-    "epochs": 12,
-    "batch_size": 8,
-    "num_workers": 2,
-    "early_stopping_patience": 5,
-}
-DEMO_SPLIT = {"holdout_fraction": 0.2, "val_fraction": 0.25}
-DEMO_POSITIVE_RATE = 0.25  # enriched so a small CNN learns in minutes; real data: about 2%
-
 
 def _preprocess_overrides(args: argparse.Namespace) -> dict[str, object] | None:
     pairs = (("out_rows", args.rows), ("out_cols", args.cols), ("bit_depth", args.bit_depth))
@@ -146,30 +134,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Synthesize a small enriched set (once) and run the nightly pipeline on it."""
-    from flows.nightly import nightly
-    from mammo.synth.generate import SynthConfig, generate
+    from flows.demo import run_demo
     from tasks.settings import Settings
 
     root = Path(args.dir) if args.dir else Settings.from_env().home / "demo"
-    raw = root / "raw"
-    if not (raw / "train.csv").exists():
-        print(f"Synthesizing {args.patients} patients into {raw} ...")
-        generate(
-            raw,
-            SynthConfig(
-                patients=args.patients, seed=7, positive_rate=DEMO_POSITIVE_RATE, with_test=True
-            ),
-        )
-    result = nightly(
-        raw=str(raw),
-        out=str(root / "out"),
-        shard_size=32,
-        preprocess=DEMO_PREPROCESS,
-        train_config=DEMO_TRAIN,
-        split=DEMO_SPLIT,
-        validation={"positive_rate_band": (0.0, 0.5)},
-    )
-    _print_pipeline(result)
+    _print_pipeline(run_demo(root, args.patients))
     return 0
 
 

@@ -9,19 +9,8 @@ from typing import Any
 
 import pytest
 
+from flows.demo import PREPROCESS, SPLIT, TRAIN, VALIDATION
 from tests.support.data import make_raw
-
-PREPROCESS = {"out_rows": 512, "out_cols": 256}
-TRAIN = {
-    "image_rows": 256,
-    "image_cols": 128,
-    "epochs": 12,
-    "batch_size": 8,
-    "num_workers": 2,
-    "early_stopping_patience": 5,
-}
-SPLIT = {"holdout_fraction": 0.2, "val_fraction": 0.25}
-VALIDATION = {"positive_rate_band": (0.0, 0.5)}
 
 
 @dataclass(frozen=True)
@@ -34,6 +23,7 @@ class Pipeline:
 
 
 def run_nightly(raw: Path, out: Path) -> dict[str, Any]:
+    """The nightly flow with the demo's settings (flows/demo.py)."""
     from flows.nightly import nightly
 
     return nightly(
