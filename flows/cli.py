@@ -112,7 +112,9 @@ def cmd_eda(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from flows.train import train
 
-    result = train(data=args.data, config=_train_overrides(args), register=not args.no_register)
+    result = train(
+        data=args.data, config=_train_overrides(args), register_challenger=not args.no_register
+    )
     _print_training(result)
     return 0
 

@@ -44,7 +44,7 @@ def nightly(
     ingested = ingest(raw, out, "train", shard_size, max_patients, preprocess)
     validated = validate_data(raw, out, validation)
     eda = eda_report(raw, out)
-    trained = train(out, train_config, split, register=True, validation="passed")
+    trained = train(out, train_config, split, register_challenger=True, validation="passed")
     promoted = promote(out, promotion)
     return {
         "out": out,

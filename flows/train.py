@@ -39,7 +39,7 @@ def train(
     data: str,
     config: dict[str, Any] | None = None,
     split: dict[str, Any] | None = None,
-    register: bool = True,
+    register_challenger: bool = True,
     validation: str = "not-run",
 ) -> dict[str, Any]:
     """Train on the manifest under ``data`` and (by default) register a challenger."""
@@ -49,7 +49,7 @@ def train(
     lineage = {"mammo.prefect_flow_run_id": str(flow_run.id), "mammo.validation": validation}
     outcome = train_model(data, train_config, split_config, settings, lineage)
     result: dict[str, Any] = {"run_id": outcome.run_id, "metrics": outcome.metrics}
-    if register:
+    if register_challenger:
         result["registered"] = register_model(outcome, settings, validation)
     return result
 

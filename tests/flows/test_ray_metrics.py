@@ -63,7 +63,7 @@ def test_ingest_and_training_progress_is_exported_while_they_run(
                 "num_workers": 2,
                 "early_stopping_patience": 4,
             }
-            train(str(tmp_path / "out"), config, SPLIT, register=False)
+            train(str(tmp_path / "out"), config, SPLIT, register_challenger=False)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
             errors.append(exc)
 
