@@ -27,6 +27,7 @@ BENCHMARKS = (
     "scale_count",
     "incremental",
     "train_input",
+    "fanout",
 )
 SUMMARY_FILE = "results.md"
 

@@ -214,8 +214,7 @@ def plan_ingest(
     return plan
 
 
-@ray.remote(num_cpus=1, max_retries=2, retry_exceptions=[StorageError])
-def decode_shard(
+def run_decode_shard(
     raw: str,
     out: str,
     name: str,
@@ -224,11 +223,7 @@ def decode_shard(
     progress: object,
     decoders: tuple[str, ...] | None = None,
 ) -> ShardSummary:
-    """One shard on a Ray worker: decode, write PNGs, then commit the shard's two tables.
-
-    Ray re-runs the task when its worker dies (a killed node, or a native crash inside a
-    codec) and when storage fails transiently; ``decoders`` is the driver's safe mode.
-    """
+    """One shard on a Ray worker: decode, write PNGs, then commit the shard's two tables."""
     import cv2
 
     cv2.setNumThreads(1)  # one Ray task per CPU: no oversubscription
@@ -260,6 +255,13 @@ def decode_shard(
         bytes_read=result.bytes_read,
         node=ray.get_runtime_context().get_node_id(),
     )
+
+
+# Ray re-runs the task when its worker dies (a killed node, or a native crash inside a codec)
+# and when storage fails transiently; ``decoders`` is the driver's safe mode.
+decode_shard = ray.remote(num_cpus=1, max_retries=2, retry_exceptions=[StorageError])(
+    run_decode_shard
+)
 
 
 @ray.remote(num_cpus=0)
