@@ -44,7 +44,7 @@ lock:
 	/tmp/mammo-lock/bin/python -m pip freeze --exclude-editable --exclude mammo | sed 's/+cpu$$//' > constraints.txt
 
 audit: setup
-	$(BIN)/pip-audit -r constraints.txt --no-deps --disable-pip
+	$(BIN)/pip-audit -r constraints.txt --no-deps --disable-pip --strict
 
 bench: setup
 	$(BIN)/python -m benchmarks.run_all

@@ -1,17 +1,20 @@
 """The Ray side: connect to (or start) a cluster, and the pipeline's own Ray metrics.
 
 With ``RAY_ADDRESS`` set, flows join that cluster; otherwise they start a local one on
-127.0.0.1 sized by :class:`~tasks.settings.Settings`. The metrics defined here are exported
-by every Ray node on its Prometheus endpoint beside Ray's own (names get a ``ray_`` prefix).
+127.0.0.1 sized by :class:`~tasks.settings.Settings`, every one of its sockets on loopback.
+The metrics defined here are exported by every Ray node on its Prometheus endpoint beside
+Ray's own (names get a ``ray_`` prefix).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from functools import cache
 
 import ray
+from ray._private import ray_constants
 from ray.util.metrics import Counter, Gauge
 
 from tasks.settings import Settings
@@ -27,6 +30,7 @@ def ensure_ray(settings: Settings) -> str | None:
             if settings.ray_address:
                 ray.init(address=settings.ray_address, logging_level=logging.WARNING)
             else:
+                _keep_on_loopback()
                 ray.init(
                     num_cpus=settings.ray_num_cpus,
                     object_store_memory=settings.ray_object_store_mb * 1024 * 1024,
@@ -38,6 +42,19 @@ def ensure_ray(settings: Settings) -> str | None:
                     logging_level=logging.WARNING,
                 )
         return dashboard_url()
+
+
+def _keep_on_loopback() -> None:
+    """Make ``_node_ip_address="127.0.0.1"`` stick.
+
+    On Linux ``ray.init`` swaps a loopback node address for the machine's routable one unless
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``; with that address the GCS, the raylet, every
+    worker and the metrics exporter listen on all interfaces and the dashboard agent on the
+    routable address. Ray reads the variable when it is imported: this process read it
+    already (hence the constant), the daemons ray.init starts read it from the environment.
+    """
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def dashboard_url() -> str | None:

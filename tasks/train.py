@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -374,6 +375,13 @@ def _class_name(target: Target, value: float) -> str:
     return str(int(value)) if target.is_binary else str(target.classes[int(value)])
 
 
+def _serving_code(target: Path) -> Path:
+    """The ``mammo`` package as a model carries it: everything but the synthetic generator."""
+    destination = target / "mammo"
+    shutil.copytree(MAMMO_CODE, destination, ignore=shutil.ignore_patterns("synth", "__pycache__"))
+    return destination
+
+
 def log_models(bundle: ModelBundle, model: torch.nn.Module, work: Path) -> tuple[str, str]:
     """Log, into the active MLflow run, the pyfunc (PNG bytes + metadata -> probabilities)
     and the raw torch module; returns their model URIs."""
@@ -382,6 +390,7 @@ def log_models(bundle: ModelBundle, model: torch.nn.Module, work: Path) -> tuple
     from mlflow.types import ColSpec, Schema, TensorSpec
 
     bundle_dir = bundle.save(work / "bundle")
+    code = _serving_code(work / "code")
     inputs = [ColSpec("binary", c.PNG)]
     if bundle.encoder is not None:
         kinds = {c.AGE: "double", c.IMPLANT: "long", c.SITE_ID: "long", c.MACHINE_ID: "long"}
@@ -397,7 +406,7 @@ def log_models(bundle: ModelBundle, model: torch.nn.Module, work: Path) -> tuple
         name="model",
         python_model=str(PYFUNC_CODE),
         artifacts={"bundle": str(bundle_dir)},
-        code_paths=[str(MAMMO_CODE)],
+        code_paths=[str(code)],
         signature=ModelSignature(Schema(inputs), Schema(outputs)),
     )
     rows, cols = bundle.config.image_rows, bundle.config.image_cols
@@ -409,7 +418,7 @@ def log_models(bundle: ModelBundle, model: torch.nn.Module, work: Path) -> tuple
         model,
         name="torch-model",
         signature=torch_signature,
-        code_paths=[str(MAMMO_CODE)],
+        code_paths=[str(code)],
         serialization_format="pickle",
     )
     return pyfunc.model_uri, raw.model_uri

@@ -14,6 +14,8 @@ from tests.support.servers import free_port, moto_s3
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MAMMO_RAY_DASHBOARD", "0")
+# Keep the session's Ray on 127.0.0.1 (read when ray is first imported; see tasks/cluster.py).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 @pytest.fixture(scope="session")
