@@ -180,7 +180,7 @@ def _parsed_end(ds: Dataset) -> int | None:
         if isinstance(group_length, int):
             return _PREAMBLE_LEN + 4 + 12 + group_length
         return _PREAMBLE_LEN + 4 if len(ds.file_meta) == 0 else None
-    last = ds.get_item(max(ds.keys()))
+    last = ds.get_item(max(ds.keys()), keep_deferred=True)  # never convert a bad VR here
     if not isinstance(last, RawDataElement) or last.value_tell is None:
         return None  # a parsed sequence: its end is not tracked
     if last.length == _UNDEFINED_LENGTH:

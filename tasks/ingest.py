@@ -372,6 +372,12 @@ def finalize_ingest(plan: IngestPlan, decoded: DecodeReport) -> dict[str, object
     every input is in exactly one of them."""
     logger = run_logger()
     out = open_store(plan.out)
+    # Every shard of this run has finished: temporary files now are those of killed writers.
+    leftovers = out.remove_temporaries("", recursive=False)  # manifest, quarantine, ...
+    for folder in (c.SHARDS_DIR, c.SHARD_QUARANTINE_DIR, c.PNG_DIR, WORK_DIR):
+        leftovers += out.remove_temporaries(folder)
+    if leftovers:
+        logger.info("Removed %d temporary files of interrupted writes", len(leftovers))
     candidates = read_parquet(out, f"{plan.work}/candidates.parquet").to_pandas()
     wanted = pd.MultiIndex.from_frame(candidates.astype(str))
 

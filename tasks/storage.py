@@ -2,10 +2,10 @@
 
 S3 goes through boto3 and is configured only by the standard AWS variables
 (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``/``AWS_REGION``,
-``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` for S3-compatible stores such as MinIO).
-Transient S3 errors (5xx, throttling, connection resets) are retried with backoff by
-botocore's standard retry mode; what still fails is raised as :class:`StorageError`, with
-the bucket and key but never a credential.
+``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` for S3-compatible stores such as MinIO,
+``AWS_MAX_ATTEMPTS``). Transient S3 errors (5xx, throttling, connection resets) are retried
+with backoff by botocore's standard retry mode; what still fails is raised as
+:class:`StorageError`, with the bucket and key but never a credential.
 
 Every write is atomic: a reader sees the whole object or nothing. Local files are
 written to a temporary name in the same directory and renamed; S3 objects become
@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
@@ -29,7 +31,9 @@ import pyarrow.parquet as pq
 
 from mammo.inventory import FileInfo
 
-S3_MAX_ATTEMPTS = 8  # botocore "standard" mode: exponential backoff with jitter
+S3_MAX_ATTEMPTS = 8  # per request, the first included, unless AWS_MAX_ATTEMPTS says otherwise
+READ_ATTEMPTS = 3  # whole Parquet reads (see read_parquet)
+TEMPORARY_PATTERN = ".*.tmp-*"  # LocalStore.staged_write's temporary names
 
 
 class StorageError(RuntimeError):
@@ -45,6 +49,7 @@ class Store(Protocol):
     def exists(self, relpath: str) -> bool: ...
     def delete(self, relpath: str) -> None: ...
     def staged_write(self, relpath: str) -> contextlib.AbstractContextManager[Path]: ...
+    def remove_temporaries(self, prefix: str, recursive: bool = True) -> list[str]: ...
     def arrow_path(self, relpath: str) -> tuple[pafs.FileSystem, str]: ...
 
 
@@ -65,14 +70,25 @@ def join_uri(base: str, relpath: str) -> str:
 
 
 def read_parquet(store: Store, relpath: str, columns: list[str] | None = None) -> pa.Table:
-    """Read a Parquet object, fetching only the requested columns (range reads on S3)."""
+    """Read a Parquet object, fetching only the requested columns (range reads on S3).
+
+    pyarrow's S3 client retries transient errors itself, except on a range read shorter than
+    the error's XML body: a 503 SlowDown or a 500 answering a read of a few hundred bytes (a
+    small column chunk) fails at once as "INTERNAL_FAILURE ... Failed to flush response
+    stream". So a failed read is tried again whole, READ_ATTEMPTS times in all, with backoff.
+    """
     fs, path = store.arrow_path(relpath)
-    try:
-        return pq.read_table(path, filesystem=fs, columns=columns)
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        raise StorageError(f"cannot read {join_uri(store.uri, relpath)}: {exc}") from exc
+    attempt = 1
+    while True:
+        try:
+            return pq.read_table(path, filesystem=fs, columns=columns)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            if attempt >= READ_ATTEMPTS:
+                raise StorageError(f"cannot read {join_uri(store.uri, relpath)}: {exc}") from exc
+        time.sleep(random.uniform(0.5, 1.0) * 2 ** (attempt - 1))  # exponential, jittered
+        attempt += 1
 
 
 def write_parquet(store: Store, relpath: str, table: pa.Table) -> None:
@@ -125,6 +141,7 @@ class LocalStore:
         """Yield a temporary path beside the target; rename it into place on success."""
         target = self._path(relpath)
         target.parent.mkdir(parents=True, exist_ok=True)
+        # a name TEMPORARY_PATTERN matches: readers skip it, remove_temporaries finds it
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
         os.close(fd)
         try:
@@ -132,6 +149,26 @@ class LocalStore:
             os.replace(tmp, target)
         finally:
             Path(tmp).unlink(missing_ok=True)
+
+    def remove_temporaries(self, prefix: str, recursive: bool = True) -> list[str]:
+        """Delete the temporary files of writers killed before their rename, under ``prefix``
+        (the folder itself only when not ``recursive``).
+
+        A process killed (SIGKILL, a lost node) inside :meth:`staged_write` leaves its
+        ``.<name>.tmp-<random>`` file behind; readers skip such names but they would stay
+        forever. Only safe while no other writer works there (one ingest per OUT).
+        Returns the removed paths, relative to the root.
+        """
+        base = self._path(prefix) if prefix else self.root
+        if not base.is_dir():
+            return []
+        found = base.rglob(TEMPORARY_PATTERN) if recursive else base.glob(TEMPORARY_PATTERN)
+        removed = []
+        for path in sorted(found):
+            if path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
+                removed.append(path.relative_to(self.root).as_posix())
+        return removed
 
     def arrow_path(self, relpath: str) -> tuple[pafs.FileSystem, str]:
         return pafs.LocalFileSystem(), str(self._path(relpath))
@@ -142,12 +179,20 @@ def s3_endpoint() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
+def s3_max_attempts() -> int:
+    """Attempts per S3 request, the first included: ``AWS_MAX_ATTEMPTS`` (the standard
+    variable, read as boto3 and the AWS CLI read it) or :data:`S3_MAX_ATTEMPTS`. Retries back
+    off exponentially with jitter ("standard" mode of botocore and of the AWS C++ SDK)."""
+    value = os.environ.get("AWS_MAX_ATTEMPTS")
+    return max(1, int(value)) if value else S3_MAX_ATTEMPTS
+
+
 def s3_client():  # type: ignore[no-untyped-def]
     import boto3
     from botocore.config import Config
 
     config = Config(
-        retries={"max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"},
+        retries={"total_max_attempts": s3_max_attempts(), "mode": "standard"},
         connect_timeout=10,
         read_timeout=60,
         max_pool_connections=32,
@@ -161,7 +206,7 @@ def arrow_s3_filesystem() -> pafs.S3FileSystem:
         "region": os.environ.get("AWS_REGION")
         or os.environ.get("AWS_DEFAULT_REGION")
         or "us-east-1",
-        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=S3_MAX_ATTEMPTS),
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=s3_max_attempts()),
     }
     endpoint = s3_endpoint()
     if endpoint:
@@ -265,6 +310,10 @@ class S3Store:
                 raise self._fail("upload", relpath, exc) from exc
         finally:
             shutil.rmtree(tmpdir, ignore_errors=True)
+
+    def remove_temporaries(self, prefix: str, recursive: bool = True) -> list[str]:
+        """Nothing to remove: an S3 object appears only when its upload completes."""
+        return []
 
     def arrow_path(self, relpath: str) -> tuple[pafs.FileSystem, str]:
         return arrow_s3_filesystem(), f"{self.bucket}/{self._key(relpath)}"
