@@ -114,11 +114,41 @@ def decode_with_dicomsdl(data: bytes, ds: Dataset, header: DicomHeader) -> npt.N
     returned as decoded by both (values above BitsStored are clamped later, in the LUT).
     """
     _silence_dicomsdl()
+    _check_jpeg2000_size(ds, header)
     pixels: npt.NDArray[Any] = dicomsdl.open_memory(data).pixelData(storedvalue=True)
     native = not ds.file_meta.TransferSyntaxUID.is_compressed
     if native and header.bits_stored < header.bits_allocated:
         np.bitwise_and(pixels, (1 << header.bits_stored) - 1, out=pixels)
     return pixels
+
+
+_J2K_SIZ = b"\xff\x4f\xff\x51"  # SOC then SIZ (ISO 15444-1 A.5.1)
+
+
+class CodestreamMismatch(ValueError):
+    """A JPEG 2000 codestream declares another image size than its DICOM header."""
+
+
+def _check_jpeg2000_size(ds: Dataset, header: DicomHeader) -> None:
+    """Refuse, before dicomsdl sees it, a JPEG 2000 codestream whose SIZ image size is not the
+    header's Rows x Columns: dicomsdl 0.109.4 crashes the process on such files (a larger
+    codestream overruns its buffer), while pydicom raises cleanly on them.
+
+    SIZ after its marker: Lsiz, Rsiz (2 bytes each), then Xsiz, Ysiz, XOsiz, YOsiz (4 bytes
+    each, big-endian); the image is (Xsiz - XOsiz) x (Ysiz - YOsiz).
+    """
+    if not str(header.transfer_syntax).startswith("1.2.840.10008.1.2.4.9"):
+        return
+    pixel_data = bytes(ds.PixelData[:4096])
+    start = pixel_data.find(_J2K_SIZ)
+    if start < 0 or len(pixel_data) < start + 24:
+        raise CodestreamMismatch("no JPEG 2000 SIZ marker at the start of the pixel data")
+    fields = np.frombuffer(pixel_data, dtype=">u4", count=4, offset=start + 8)
+    cols, rows = int(fields[0] - fields[2]), int(fields[1] - fields[3])
+    if (rows, cols) != (header.rows, header.cols):
+        raise CodestreamMismatch(
+            f"codestream is {rows} x {cols}, header says {header.rows} x {header.cols}"
+        )
 
 
 @register_decoder("pydicom")

@@ -38,14 +38,15 @@ class ProgressReporter:
             self.task = self.bar.add_task(label, total=total, rate=0.0, bad=0)
 
     def update(self, decoded: int, quarantined: int) -> None:
-        done = decoded + quarantined
+        # A re-run shard (a retried worker, safe mode) reports its items again: never > total.
+        done = min(decoded + quarantined, self.total)
         elapsed = time.monotonic() - self.started
         rate = done / elapsed if elapsed > 0 else 0.0
         if self.bar is not None:
             self.bar.update(self.task, completed=done, rate=rate, bad=quarantined)
         if time.monotonic() - self.last_log >= LOG_EVERY_S:
             self.last_log = time.monotonic()
-            eta = (self.total - done) / rate if rate > 0 else float("nan")
+            eta = max(0.0, (self.total - done) / rate) if rate > 0 else float("nan")
             self.logger.info(
                 "%s: %d/%d (%.0f%%), %d quarantined, %.1f img/s, about %.0f s left",
                 self.label,

@@ -78,17 +78,29 @@ def valid_dicom(transfer_syntax: str) -> bytes:
     return encode_dicom(base_image(96, 64), spec)
 
 
-def dicomsdl_crash_file() -> bytes:
+def oversized_jpeg2000_codestream() -> bytes:
     """A JPEG 2000 file whose codestream says it has 6496 rows where the header says 96.
 
     Byte 14 of the codestream is the third byte of Ysiz in the SIZ marker segment (SOC 2 bytes,
     SIZ marker 2, Lsiz 2, Rsiz 2, Xsiz 4, then Ysiz 4; ISO 15444-1 A.5.1): 0x00 -> 0x19 makes
-    Ysiz 0x1960. dicomsdl 0.109.4 kills the process on it (a segmentation fault); pydicom
-    raises. Found by searching seeds of random corruptions in child processes.
+    Ysiz 0x1960. dicomsdl 0.109.4 kills the process on it (a segmentation fault); the decoder
+    registry now refuses it before dicomsdl sees it (mammo.decoders._check_jpeg2000_size).
     """
     data = bytearray(valid_dicom(JPEG2000Lossless))
     start = data.rfind(b"\xff\x4f\xff\x51")  # SOC + SIZ markers
     data[start + 14] = 0x19
+    return bytes(data)
+
+
+def dicomsdl_crash_file() -> bytes:
+    """A JPEG Lossless SV1 file with two bytes of its pixel data changed that still kills
+    dicomsdl 0.109.4 (the process dies inside pixelData()); pydicom raises on it cleanly.
+    Found by searching seeds of random corruptions in child processes (seed 230 of
+    1-3 byte overwrites after the first fragment's item tag)."""
+    data = bytearray(valid_dicom(JPEGLosslessSV1))
+    start = data.rfind(b"\xfe\xff\x00\xe0")  # the first item of the encapsulated data
+    for offset, value in ((36, 225), (2263, 36)):
+        data[start + offset] = value
     return bytes(data)
 
 
@@ -422,20 +434,24 @@ def test_mutations_through_dicomsdl_are_decoded_quarantined_or_survivable(
     "make, expected",
     [
         pytest.param(lambda: valid_dicom(JPEG2000Lossless), "decoded", id="valid_jpeg2000"),
-        pytest.param(dicomsdl_crash_file, "crashed", id="codestream_rows_above_header"),
+        pytest.param(oversized_jpeg2000_codestream, "quarantined", id="j2k_rows_above_header"),
+        pytest.param(dicomsdl_crash_file, "crashed", id="sv1_bytes_that_kill_dicomsdl"),
     ],
 )
-def test_a_codestream_larger_than_its_header_kills_dicomsdl_but_not_safe_mode(
+def test_files_that_kill_dicomsdl_are_survivable(
     child: ChildDecoder, make: Callable[[], bytes], expected: str
 ) -> None:
     data = make()
     outcome = child.outcome(data)
     assert outcome.kind == expected, outcome
     safe = check_outcome(data, SAFE)
+    if expected == "decoded":
+        assert safe == "decoded"
+        return
     if expected == "crashed":
         assert outcome.detail in NATIVE_CRASHES
-        assert safe == QuarantineReason.DECODE_FAILED.value
-        with pytest.raises(MammoInputError, match=r"^decode_failed: pydicom: "):
-            decode_and_preprocess(data, SAFE)
-    else:
-        assert safe == "decoded"
+    else:  # refused before dicomsdl, in the same process
+        assert outcome.detail == QuarantineReason.DECODE_FAILED.value
+    assert safe == QuarantineReason.DECODE_FAILED.value
+    with pytest.raises(MammoInputError, match=r"^decode_failed: pydicom: "):
+        decode_and_preprocess(data, SAFE)
