@@ -51,11 +51,31 @@ DIFFICULT_NEGATIVE = "difficult_negative_case"
 PREDICTION_ID = "prediction_id"
 
 TRAIN_COLUMNS: Final = (
-    SITE_ID, PATIENT_ID, IMAGE_ID, LATERALITY, VIEW, AGE, CANCER, BIOPSY, INVASIVE,
-    BIRADS, IMPLANT, DENSITY, MACHINE_ID, DIFFICULT_NEGATIVE,
+    SITE_ID,
+    PATIENT_ID,
+    IMAGE_ID,
+    LATERALITY,
+    VIEW,
+    AGE,
+    CANCER,
+    BIOPSY,
+    INVASIVE,
+    BIRADS,
+    IMPLANT,
+    DENSITY,
+    MACHINE_ID,
+    DIFFICULT_NEGATIVE,
 )
 TEST_COLUMNS: Final = (
-    SITE_ID, PATIENT_ID, IMAGE_ID, LATERALITY, VIEW, AGE, IMPLANT, MACHINE_ID, PREDICTION_ID,
+    SITE_ID,
+    PATIENT_ID,
+    IMAGE_ID,
+    LATERALITY,
+    VIEW,
+    AGE,
+    IMPLANT,
+    MACHINE_ID,
+    PREDICTION_ID,
 )
 # Known for every image at prediction time; the only metadata a model may take as input.
 PREDICTION_TIME_COLUMNS: Final = (AGE, IMPLANT, SITE_ID, MACHINE_ID, VIEW, LATERALITY)
@@ -105,10 +125,22 @@ PROBABILITY: Final = "probability"  # a model's per-image (or per-breast) probab
 # Whitelisted DICOM attributes copied into outputs. Nothing else read from a DICOM
 # header (in particular no patient, study or institution attribute) ever leaves it.
 DICOM_WHITELIST: Final = (
-    "TransferSyntaxUID", "SOPClassUID", "PhotometricInterpretation", "SamplesPerPixel",
-    "NumberOfFrames", "Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit",
-    "PixelRepresentation", "RescaleSlope", "RescaleIntercept", "WindowCenter",
-    "WindowWidth", "VOILUTFunction",
+    "TransferSyntaxUID",
+    "SOPClassUID",
+    "PhotometricInterpretation",
+    "SamplesPerPixel",
+    "NumberOfFrames",
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "WindowCenter",
+    "WindowWidth",
+    "VOILUTFunction",
 )
 
 IMAGE_FIELDS: Final = (

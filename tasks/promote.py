@@ -9,7 +9,8 @@ lives in :func:`mammo.promotion.decide`.
 Promotions and rollbacks of one registered model are serialized by a Prefect global
 concurrency limit, and the alias is moved only if the champion is still the one the
 challenger was compared with: an alias names one version, so there are never two
-champions, and it is only ever moved, never deleted, so there is never none.
+champions, and it is only ever moved, never deleted, so there is never none. A promotion
+that finds its challenger already promoted by a concurrent one leaves that record alone.
 """
 
 from __future__ import annotations
@@ -129,8 +130,7 @@ def promote_challenger(data: str, settings: Settings, policy: dict[str, Any]) ->
         raise PromotionError(f"{name} has no @{tracking.CHALLENGER} version to promote")
     champion = _alias(client, name, tracking.CHAMPION)
     if champion is not None and champion.version == challenger.version:
-        logger.info("Version %s is already the champion", challenger.version)
-        return {"decision": "unchanged", "champion": challenger.version}
+        return _unchanged(name, challenger, "it is already the champion")
 
     versions = [challenger] + ([champion] if champion is not None else [])
     uris = [f"models:/{name}/{v.version}" for v in versions]
@@ -151,14 +151,10 @@ def promote_challenger(data: str, settings: Settings, policy: dict[str, Any]) ->
     decision = decide(result, rules.margin, rules.floor, champion is not None, validated)
 
     with promotion_lock(name):
-        current = _alias(client, name, tracking.CHAMPION)
-        if (current and current.version) != (champion and champion.version):
-            decision = Decision(False, "the champion changed during the comparison; run again")
-        _record(client, name, challenger, champion, decision, result, rules)
-        if decision.promote:  # last, one atomic step: a failure before it moves nothing
-            if champion is not None:
-                client.set_model_version_tag(name, challenger.version, PREVIOUS, champion.version)
-            client.set_registered_model_alias(name, tracking.CHAMPION, challenger.version)
+        applied = _apply(client, name, challenger, champion, decision, result, rules)
+    if applied is None:
+        return _unchanged(name, challenger, "a concurrent promotion of it came first")
+    decision = applied
     outcome = {
         "decision": "promoted" if decision.promote else "refused",
         "reason": decision.reason,
@@ -173,6 +169,46 @@ def promote_challenger(data: str, settings: Settings, policy: dict[str, Any]) ->
         "breasts": result.n,
     }
     logger.info("Promotion of %s v%s: %s", name, challenger.version, decision.reason)
+    _publish(name, outcome)
+    return outcome
+
+
+def _apply(
+    client: MlflowClient,
+    name: str,
+    challenger: ModelVersion,
+    champion: ModelVersion | None,
+    decision: Decision,
+    result: BootstrapResult,
+    policy: PromotionPolicy,
+) -> Decision | None:
+    """Under the lock: compare-and-set of the champion alias, and the record of the decision.
+
+    Refused if the champion is no longer the version the challenger was compared with. None
+    (nothing recorded, nothing moved) if the challenger already is the champion: a concurrent
+    promotion of the same challenger held the lock first, and its record stands.
+    """
+    current = _alias(client, name, tracking.CHAMPION)
+    if current is not None and current.version == challenger.version:
+        return None
+    if (current and current.version) != (champion and champion.version):
+        decision = Decision(False, "the champion changed during the comparison; run again")
+    _record(client, name, challenger, champion, decision, result, policy)
+    if decision.promote:  # last, one atomic step: a failure before it moves nothing
+        if champion is not None:
+            client.set_model_version_tag(name, challenger.version, PREVIOUS, champion.version)
+        client.set_registered_model_alias(name, tracking.CHAMPION, challenger.version)
+    return decision
+
+
+def _unchanged(name: str, challenger: ModelVersion, why: str) -> dict[str, Any]:
+    outcome = {
+        "decision": "unchanged",
+        "reason": f"version {challenger.version} is the champion: {why}",
+        "challenger": challenger.version,
+        "champion": challenger.version,
+    }
+    run_logger().info("Promotion of %s v%s: %s", name, challenger.version, outcome["reason"])
     _publish(name, outcome)
     return outcome
 

@@ -12,6 +12,7 @@ of the same run before creating one, so a retry after a failure never adds a dup
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from dataclasses import dataclass
@@ -121,18 +122,23 @@ def register_version(
     tags: dict[str, str],
     alias: str = CHALLENGER,
 ) -> ModelVersion:
-    """Register ``model_uri`` under ``name`` once per run, tag it, and point ``alias`` at it."""
+    """Register ``model_uri`` under ``name`` once per run, tag it, and point ``alias`` at it.
+
+    Order: the registered model (if new) -> the version of this run, created only if there is
+    none -> duplicates of it removed -> ready -> tags -> alias, last. A failure at any step
+    leaves nothing that a retry does not reuse or repair.
+    """
     try:
         try:
             mlflow_client.create_registered_model(name)
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
-        existing = mlflow_client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
-        if existing:
-            version = existing[0]
-        else:
-            version = mlflow_client.create_model_version(name, model_uri, run_id=run_id, tags=tags)
+        if not _versions_of_run(mlflow_client, name, run_id):
+            mlflow_client.create_model_version(
+                name, model_uri, run_id=run_id, tags=tags, model_id=_logged_model_id(model_uri)
+            )
+        version = _first_version_of_run(mlflow_client, name, run_id)
         version = _wait_ready(mlflow_client, name, version.version)
         for key, value in tags.items():
             mlflow_client.set_model_version_tag(name, version.version, key, value)
@@ -143,6 +149,35 @@ def register_version(
             "(retrying is safe: it reuses the version of this run)"
         ) from exc
     return version
+
+
+def _logged_model_id(model_uri: str) -> str | None:
+    """The id in ``models:/m-...`` (a model logged by MLflow 3). An ``mlflow server`` refuses
+    such a source unless the id comes with it; a local store does not check."""
+    match = re.fullmatch(r"models:/(m-[0-9a-f]+)", model_uri)
+    return match.group(1) if match else None
+
+
+def _versions_of_run(mlflow_client: MlflowClient, name: str, run_id: str) -> list[ModelVersion]:
+    found = mlflow_client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    return sorted(found, key=lambda v: int(v.version))
+
+
+def _first_version_of_run(mlflow_client: MlflowClient, name: str, run_id: str) -> ModelVersion:
+    """The run's first version; later ones without an alias are deleted.
+
+    MLflow's HTTP client retries a POST whose answer was lost (a dropped connection, a server
+    stopped after it committed), so one ``create_model_version`` call can leave two versions
+    of the run.
+    """
+    versions = _versions_of_run(mlflow_client, name, run_id)
+    if not versions:
+        raise RegistryError(f"{name} has no version of run {run_id} after creating one")
+    first, *duplicates = versions
+    for duplicate in duplicates:
+        if not mlflow_client.get_model_version(name, duplicate.version).aliases:
+            mlflow_client.delete_model_version(name, duplicate.version)
+    return first
 
 
 def _wait_ready(

@@ -375,6 +375,17 @@ def _class_name(target: Target, value: float) -> str:
     return str(int(value)) if target.is_binary else str(target.classes[int(value)])
 
 
+SERVING_PACKAGES = ("torch", "numpy", "pandas", "opencv-python-headless", "pydicom", "mlflow")
+
+
+def serving_requirements() -> list[str]:
+    """What a registered model needs to load and score, pinned to this environment (MLflow
+    would otherwise infer it by importing the model in a subprocess, seconds per model)."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name).split('+')[0]}" for name in SERVING_PACKAGES]
+
+
 def _serving_code(target: Path) -> Path:
     """The ``mammo`` package as a model carries it: everything but the synthetic generator."""
     destination = target / "mammo"
@@ -408,6 +419,7 @@ def log_models(bundle: ModelBundle, model: torch.nn.Module, work: Path) -> tuple
         artifacts={"bundle": str(bundle_dir)},
         code_paths=[str(code)],
         signature=ModelSignature(Schema(inputs), Schema(outputs)),
+        pip_requirements=serving_requirements(),
     )
     rows, cols = bundle.config.image_rows, bundle.config.image_cols
     torch_signature = ModelSignature(
@@ -420,5 +432,6 @@ def log_models(bundle: ModelBundle, model: torch.nn.Module, work: Path) -> tuple
         signature=torch_signature,
         code_paths=[str(code)],
         serialization_format="pickle",
+        pip_requirements=serving_requirements(),
     )
     return pyfunc.model_uri, raw.model_uri

@@ -100,9 +100,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
         record = {"epoch": float(epoch), "train_loss": loss, **metrics}
         history.append(record)
-        _report(record, rank, model, optimizer, stopper, history, best_state, epoch)
-        if rank == 0:
+        if rank == 0:  # before the checkpoint: a restart from it never leaves the epoch unlogged
             _log_live(config.get("mlflow"), record, epoch)
+        _report(record, rank, model, optimizer, stopper, history, best_state, epoch)
         if stop:
             break
 
