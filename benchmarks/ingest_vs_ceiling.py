@@ -11,11 +11,15 @@ Order, in one process:
    resize, PNG, Parquet, manifest);
 4. the ceiling, measured now on the same files: each file decoded by every decoder
    (stored values only, one process, after one untimed decode per decoder);
-5. the peer baseline (benchmarks.peer_baseline) on the same files, unless --no-peer.
+5. decode only, in parallel: a Pool of `cores` processes (started and warmed before the
+   clock) decodes the same files with the product's decoder order, nothing else; it shows
+   how far `cores` decoders running at once fall short of `cores` times one decoder;
+6. the peer baseline (benchmarks.peer_baseline) on the same files, unless --no-peer.
 
     ingest images/s     = images in the manifest / wall seconds of the flow call
     ceiling images/s    = cores / mean over files of (fastest decoder's seconds for that file)
     fraction of ceiling = ingest images/s / ceiling images/s          (target >= 0.85)
+    parallel decode     = files / wall seconds of the Pool's decode-only pass
     vs peer             = ingest images/s / peer images/s              (target >= 1.0)
 
     python -m benchmarks.ingest_vs_ceiling --patients 20
@@ -24,7 +28,9 @@ Order, in one process:
 from __future__ import annotations
 
 import math
+import multiprocessing
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,7 +55,9 @@ from benchmarks.decode_ceiling import (
     best_decode_seconds,
     syntax_name,
 )
+from mammo.decoders import decode_pixels
 from mammo.dicom import read_header
+from mammo.preprocess import PreprocessConfig
 from mammo.synth.generate import SynthConfig
 
 NAME = "ingest_vs_ceiling"
@@ -85,6 +93,23 @@ def ceiling(files: Sequence[Path], cores: int, repeats: int) -> dict[str, Any]:
     }
 
 
+def _decode_only(path: Path) -> None:
+    data = path.read_bytes()
+    header, ds = read_header(data, MAX_PIXELS)
+    decode_pixels(data, ds, header, PreprocessConfig().decoders)
+
+
+def parallel_decode(files: Sequence[Path], cores: int) -> dict[str, Any]:
+    """Decode only, ``cores`` processes at once, in the product's decoder order. Each process
+    decodes the first file once before the clock starts (libraries load)."""
+    with multiprocessing.get_context("fork").Pool(cores) as pool:
+        pool.map(_decode_only, [files[0]] * cores, chunksize=1)
+        started = time.perf_counter()
+        pool.map(_decode_only, files, chunksize=1)
+        seconds = time.perf_counter() - started
+    return {"seconds": seconds, "images_per_s": len(files) / seconds}
+
+
 def measure(
     raw: Path,
     cache_dir: Path,
@@ -109,6 +134,7 @@ def measure(
                 f"{run.summary['quarantined']}: the figures would not compare like with like"
             )
         limit = ceiling(files, cores, repeats)
+        parallel = parallel_decode(files, cores)
         peer = peer_baseline.run(files, work / "peer", cores) if with_peer else None
     ingest_rate = images / run.seconds
     decode: dict[str, Any] = run.summary["decode"]
@@ -116,6 +142,9 @@ def measure(
         "ingest_images_per_s": ingest_rate,
         "ceiling_images_per_s": limit["images_per_s"],
         "fraction_of_ceiling": ingest_rate / limit["images_per_s"],
+        "parallel_decode_images_per_s": parallel["images_per_s"],
+        "parallel_decode_vs_ceiling": parallel["images_per_s"] / limit["images_per_s"],
+        "ingest_vs_parallel_decode": ingest_rate / parallel["images_per_s"],
         "startup_s": startup,
         "syntax_mix": limit["syntax_mix"],
     }
@@ -137,6 +166,12 @@ def measure(
             "images": len(files),
             "seconds": len(files) / limit["images_per_s"],
             "images_per_s": limit["images_per_s"],
+        },
+        {
+            "what": f"decode only, {cores} processes at once",
+            "images": len(files),
+            "seconds": parallel["seconds"],
+            "images_per_s": parallel["images_per_s"],
         },
     ]
     if peer is not None:
@@ -179,6 +214,11 @@ def measure(
             "median decode-only seconds",
             "fraction_of_ceiling": "ingest_images_per_s / ceiling_images_per_s (target >= 0.85)",
             "ingest_vs_peer": "ingest_images_per_s / peer_images_per_s (target >= 1.0)",
+            "parallel_decode_images_per_s": "files / wall seconds of a decode-only pass of "
+            "Pool(cores) over the files (product decoder order, header parse included)",
+            "parallel_decode_vs_ceiling": "parallel_decode_images_per_s / ceiling_images_per_s: "
+            "how close decoders running at once come to cores x one decoder",
+            "ingest_vs_parallel_decode": "ingest_images_per_s / parallel_decode_images_per_s",
         },
         notes=[
             "cores = CPUs of the Ray cluster the flow ran on (MAMMO_RAY_NUM_CPUS or all).",

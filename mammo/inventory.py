@@ -195,7 +195,8 @@ def _type_rows(raw: pd.DataFrame, subset: c.Subset) -> tuple[pd.DataFrame, list[
 def row_digest(rows: pd.DataFrame) -> pd.Series:
     """A short hash of each typed row's metadata: a corrected label makes the image pending."""
     text = rows[list(c.METADATA_COLUMNS)].astype("string").fillna("<NA>")
-    joined = text.agg("\x1f".join, axis=1)
+    first, *others = (text[column] for column in text.columns)
+    joined = first.str.cat(others, sep="\x1f")  # column-wise: a row-wise join is 10x slower
     return joined.map(lambda s: hashlib.blake2b(s.encode(), digest_size=6).hexdigest())
 
 
