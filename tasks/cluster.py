@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 from functools import cache
 
@@ -36,12 +37,26 @@ def ensure_ray(settings: Settings) -> str | None:
                     object_store_memory=settings.ray_object_store_mb * 1024 * 1024,
                     include_dashboard=settings.ray_dashboard,
                     dashboard_host="127.0.0.1",
-                    dashboard_port=settings.ray_dashboard_port,
+                    dashboard_port=_port_or_free(settings.ray_dashboard_port, "dashboard"),
                     _node_ip_address="127.0.0.1",
                     _metrics_export_port=settings.ray_metrics_port,
                     logging_level=logging.WARNING,
                 )
         return dashboard_url()
+
+
+def _port_or_free(port: int, what: str) -> int:
+    """``port`` if nothing listens on 127.0.0.1:port, else a free one (another embedded run,
+    or ``mammo up``, holds it): a second local run on one machine still starts."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            probe.bind(("127.0.0.1", 0))
+            free = int(probe.getsockname()[1])
+    log.warning("Ray %s port %d is taken; this run's local Ray uses %d", what, port, free)
+    return free
 
 
 def _keep_on_loopback() -> None:
