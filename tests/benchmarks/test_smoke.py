@@ -185,7 +185,13 @@ def test_ingest_vs_ceiling_smoke(stack: None, cache: Path, tmp_path: Path) -> No
     result = ingest_vs_ceiling.main(_cli(cache, tmp_path))
     _check_written(result, tmp_path)
     s, files = result.summary, result.params["files"]
-    for key in ("ingest_images_per_s", "ceiling_images_per_s", "fraction_of_ceiling"):
+    for key in (
+        "ingest_images_per_s",
+        "ceiling_images_per_s",
+        "fraction_of_ceiling",
+        "parallel_decode_images_per_s",
+        "ingest_vs_parallel_decode",
+    ):
         assert _positive(s[key]), key
     assert _positive(s["peer_images_per_s"]) and _positive(s["ingest_vs_peer"])
     assert _positive(s["startup_s"]) and _positive(s["decode_work_s"])
@@ -193,7 +199,8 @@ def test_ingest_vs_ceiling_smoke(stack: None, cache: Path, tmp_path: Path) -> No
         s["fraction_of_ceiling"], s["ingest_images_per_s"] / s["ceiling_images_per_s"]
     )
     assert sum(s["syntax_mix"].values()) == files == sum(s["fastest_decoder_counts"].values())
-    assert [row["images"] for row in result.table] == [files] * 4
+    # ingest flow, its Ray decode task, the ceiling, decode only in parallel, the peer
+    assert [row["images"] for row in result.table] == [files] * 5
     assert result.params["cores"] == 2  # the ray_cluster fixture's CPUs
 
 
