@@ -9,6 +9,7 @@ Ray's own (names get a ``ray_`` prefix).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
@@ -104,3 +105,15 @@ def metrics() -> dict[str, Counter | Gauge]:
             tag_keys=("metric",),
         ),
     }
+
+
+def publish_training_metrics(history: list[dict[str, float]]) -> None:
+    """The last epoch and its validation metrics as Ray metrics of this process: the training
+    workers export them while they run, the driver (long-lived) after the run."""
+    gauges = metrics()
+    if history:
+        gauges["epoch"].set(history[-1]["epoch"])
+        for name in ("auc", "pf1", "accuracy", "macro_f1"):
+            value = history[-1].get(name, math.nan)
+            if math.isfinite(value):
+                gauges["val_metric"].set(value, tags={"metric": name})

@@ -35,7 +35,7 @@ from mammo.metrics import aggregate_breasts, best_threshold_f1
 from mammo.splits import Split, SplitConfig, assign_splits
 from mammo.training import Target, TrainConfig, build_model
 from tasks import tracking
-from tasks.cluster import cluster_gpus, ensure_ray, metrics
+from tasks.cluster import cluster_gpus, ensure_ray, publish_training_metrics
 from tasks.logs import run_logger
 from tasks.settings import Settings
 from tasks.storage import open_store, read_parquet
@@ -282,18 +282,6 @@ def _fit_and_log(
     )
 
 
-def publish_training_metrics(history: list[dict[str, float]]) -> None:
-    """The last epoch and its validation metrics as Ray metrics of this (long-lived) process:
-    the training workers export them while they run, and exit with the run."""
-    gauges = metrics()
-    if history:
-        gauges["epoch"].set(history[-1]["epoch"])
-        for name in ("auc", "pf1", "accuracy", "macro_f1"):
-            value = history[-1].get(name, math.nan)
-            if math.isfinite(value):
-                gauges["val_metric"].set(value, tags={"metric": name})
-
-
 def _predict(model: torch.nn.Module, dataset: ray.data.Dataset, target: Target) -> pd.DataFrame:
     """Per-image probabilities of ``model`` on a materialized split, with its breast keys."""
     from mammo.training import make_batch, predict_batches
@@ -402,6 +390,7 @@ def log_models(bundle: ModelBundle, model: torch.nn.Module, work: Path) -> tuple
 
     bundle_dir = bundle.save(work / "bundle")
     code = _serving_code(work / "code")
+    requirements = serving_requirements()
     inputs = [ColSpec("binary", c.PNG)]
     if bundle.encoder is not None:
         kinds = {c.AGE: "double", c.IMPLANT: "long", c.SITE_ID: "long", c.MACHINE_ID: "long"}
@@ -419,7 +408,7 @@ def log_models(bundle: ModelBundle, model: torch.nn.Module, work: Path) -> tuple
         artifacts={"bundle": str(bundle_dir)},
         code_paths=[str(code)],
         signature=ModelSignature(Schema(inputs), Schema(outputs)),
-        pip_requirements=serving_requirements(),
+        pip_requirements=requirements,
     )
     rows, cols = bundle.config.image_rows, bundle.config.image_cols
     torch_signature = ModelSignature(
@@ -432,6 +421,6 @@ def log_models(bundle: ModelBundle, model: torch.nn.Module, work: Path) -> tuple
         signature=torch_signature,
         code_paths=[str(code)],
         serialization_format="pickle",
-        pip_requirements=serving_requirements(),
+        pip_requirements=requirements,
     )
     return pyfunc.model_uri, raw.model_uri

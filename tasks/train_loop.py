@@ -39,6 +39,7 @@ from mammo.training import (
     predict_batches,
     train_epoch,
 )
+from tasks.cluster import publish_training_metrics
 from tasks.train_data import IMAGE, LABEL, METADATA, dataset_arrays
 
 log = logging.getLogger(__name__)
@@ -203,8 +204,6 @@ def _report(
             torch.save(state, Path(directory) / STATE_FILE)
             checkpoint = ray.train.Checkpoint.from_directory(directory)
         ray.train.report(record, checkpoint=checkpoint)
-    from tasks.train import publish_training_metrics
-
     publish_training_metrics([record])
 
 
