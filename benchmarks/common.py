@@ -228,6 +228,25 @@ def synth_set(cache_dir: Path, label: str, cfg: SynthConfig) -> Path:
     return root
 
 
+def add_realistic_set_arguments(parser: argparse.ArgumentParser) -> None:
+    """--patients, --image-size, --seed of the realistic set that the peer baseline and
+    the ingest-vs-ceiling benchmark both read (the same defaults, so the same files)."""
+    parser.add_argument("--patients", type=int, default=None, help="default 20 (smoke: 2)")
+    parser.add_argument("--image-size", default=None, help='default "full" (smoke: "small")')
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def realistic_set(args: argparse.Namespace) -> Path:
+    """The realistic set of :func:`add_realistic_set_arguments`' arguments: the generator's
+    mix of machines, each with its syntax and detector size, generated once into the cache."""
+    cfg = SynthConfig(
+        patients=args.patients or (2 if args.smoke else 20),
+        seed=args.seed,
+        image_size=args.image_size or ("small" if args.smoke else "full"),
+    )
+    return synth_set(args.cache_dir, "realistic", cfg)
+
+
 def dicom_files(raw: Path, subset: Subset = Subset.TRAIN) -> list[Path]:
     """Every ``{subset}_images/*/*.dcm`` under ``raw``, sorted."""
     return sorted((raw / images_dir(subset)).glob("*/*.dcm"))

@@ -40,13 +40,14 @@ from benchmarks import peer_baseline
 from benchmarks.common import (
     BenchmarkError,
     Result,
+    add_realistic_set_arguments,
     base_parser,
     dicom_files,
     finish,
     prepare_environment,
     ray_cores,
+    realistic_set,
     run_ingest,
-    synth_set,
     warm_up_ingest,
 )
 from benchmarks.decode_ceiling import (
@@ -58,7 +59,6 @@ from benchmarks.decode_ceiling import (
 from mammo.decoders import decode_pixels
 from mammo.dicom import read_header
 from mammo.preprocess import PreprocessConfig
-from mammo.synth.generate import SynthConfig
 
 NAME = "ingest_vs_ceiling"
 
@@ -230,9 +230,7 @@ def measure(
 
 def main(argv: Sequence[str] | None = None) -> Result:
     parser = base_parser(NAME, "Ingest flow throughput as a fraction of the decode ceiling.")
-    parser.add_argument("--patients", type=int, default=None, help="default 20 (smoke: 2)")
-    parser.add_argument("--image-size", default=None, help='default "full" (smoke: "small")')
-    parser.add_argument("--seed", type=int, default=0)
+    add_realistic_set_arguments(parser)
     parser.add_argument(
         "--shard-size", type=int, default=None, help="default: about 4 shards per core"
     )
@@ -240,12 +238,7 @@ def main(argv: Sequence[str] | None = None) -> Result:
     parser.add_argument("--no-peer", action="store_true", help="skip the peer baseline")
     args = parser.parse_args(argv)
     prepare_environment()
-    cfg = SynthConfig(
-        patients=args.patients or (2 if args.smoke else 20),
-        seed=args.seed,
-        image_size=args.image_size or ("small" if args.smoke else "full"),
-    )
-    raw = synth_set(args.cache_dir, "realistic", cfg)
+    raw = realistic_set(args)
     result = measure(
         raw, args.cache_dir, args.shard_size, args.repeats, not args.no_peer, args.smoke
     )

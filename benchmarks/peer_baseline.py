@@ -31,14 +31,14 @@ import numpy as np
 from benchmarks.common import (
     BenchmarkError,
     Result,
+    add_realistic_set_arguments,
     base_parser,
     dicom_files,
     finish,
     prepare_environment,
-    synth_set,
+    realistic_set,
     usable_cores,
 )
-from mammo.synth.generate import SynthConfig
 
 NAME = "peer_baseline"
 OUT_HEIGHT, OUT_WIDTH = 1024, 512
@@ -171,18 +171,11 @@ def measure(raw: Path, out_dir: Path, processes: int, smoke: bool) -> Result:
 
 def main(argv: Sequence[str] | None = None) -> Result:
     parser = base_parser(NAME, "Peer baseline: a plain multiprocessing.Pool preprocessing script.")
-    parser.add_argument("--patients", type=int, default=None, help="default 20 (smoke: 2)")
-    parser.add_argument("--image-size", default=None, help='default "full" (smoke: "small")')
-    parser.add_argument("--seed", type=int, default=0)
+    add_realistic_set_arguments(parser)
     parser.add_argument("--processes", type=int, default=None, help="default: usable cores")
     args = parser.parse_args(argv)
     prepare_environment()
-    cfg = SynthConfig(
-        patients=args.patients or (2 if args.smoke else 20),
-        seed=args.seed,
-        image_size=args.image_size or ("small" if args.smoke else "full"),
-    )
-    raw = synth_set(args.cache_dir, "realistic", cfg)
+    raw = realistic_set(args)
     with tempfile.TemporaryDirectory(dir=args.cache_dir) as tmp:
         result = measure(raw, Path(tmp) / "png", args.processes or usable_cores(), args.smoke)
     return finish(result, args.results_dir)
