@@ -538,12 +538,20 @@ def champion_with_a_promoted_record(registry: Registry, compared_to: str) -> str
     return champion
 
 
+def with_a_champion(
+    pipeline: Pipeline, name: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Registry, str]:
+    """A registered model whose first version (a poor one) is the champion."""
+    registry = Registry(pipeline, name, monkeypatch)
+    first = registry.register(invert)
+    assert registry.promote(floor=0.0)["decision"] == "promoted"
+    return registry, first
+
+
 def test_two_promotions_of_one_challenger_at_once_promote_it_once(
     pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    registry = Registry(pipeline, "race-same", monkeypatch)
-    first = registry.register(invert)
-    assert registry.promote(floor=0.0)["decision"] == "promoted"
+    registry, first = with_a_champion(pipeline, "race-same", monkeypatch)
     better = registry.register(keep)
 
     with promotion_lock(registry.name):  # both compare against `first`, then queue here
@@ -560,9 +568,7 @@ def test_two_promotions_of_one_challenger_at_once_promote_it_once(
 def test_two_challengers_racing_leave_one_champion_and_the_loser_refused(
     pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    registry = Registry(pipeline, "race-two", monkeypatch)
-    first = registry.register(invert)
-    assert registry.promote(floor=0.0)["decision"] == "promoted"
+    registry, first = with_a_champion(pipeline, "race-two", monkeypatch)
     a = registry.register(keep)
 
     with promotion_lock(registry.name):
@@ -588,9 +594,7 @@ def test_two_challengers_racing_leave_one_champion_and_the_loser_refused(
 def test_a_champion_moved_during_the_comparison_refuses_the_promotion(
     pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    registry = Registry(pipeline, "race-moved", monkeypatch)
-    first = registry.register(invert)
-    assert registry.promote(floor=0.0)["decision"] == "promoted"
+    registry, first = with_a_champion(pipeline, "race-moved", monkeypatch)
     other = registry.register(keep)
     candidate = registry.register(keep)
 
