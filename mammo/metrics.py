@@ -89,10 +89,15 @@ def roc_auc(y_true: npt.ArrayLike, p: npt.ArrayLike) -> float:
 
 
 def aggregate_breasts(
-    df: pd.DataFrame, prob_col: str, how: Aggregation, label_col: str = CANCER
+    df: pd.DataFrame,
+    prob_col: str,
+    how: Aggregation,
+    label_col: str = CANCER,
+    keep: Sequence[str] = (),
 ) -> pd.DataFrame:
     """One row per breast: prediction_id, patient_id, laterality, the label (max over the
-    breast's images), site_id when present, and ``prob_col`` aggregated with ``how``."""
+    breast's images), site_id and the ``keep`` columns when present (their first value:
+    they are per patient or per breast), and ``prob_col`` aggregated with ``how``."""
     if how not in AGGREGATIONS:
         raise MetricInputError(f"aggregation must be one of {AGGREGATIONS}, got {how!r}")
     missing = [c for c in (PATIENT_ID, LATERALITY, prob_col) if c not in df.columns]
@@ -101,8 +106,9 @@ def aggregate_breasts(
     agg: dict[str, str] = {prob_col: how}
     if label_col in df.columns:
         agg[label_col] = "max"
-    if SITE_ID in df.columns:
-        agg[SITE_ID] = "first"
+    for column in (SITE_ID, *keep):
+        if column in df.columns and column not in agg:
+            agg[column] = "first"
     breasts = df.groupby([PATIENT_ID, LATERALITY], sort=True).agg(agg).reset_index()
     keys = zip(breasts[PATIENT_ID], breasts[LATERALITY], strict=True)
     breasts.insert(0, PREDICTION_ID, [contract.prediction_id(p, side) for p, side in keys])

@@ -169,6 +169,28 @@ def confusion_matrix_plot(
     return _save(figure, path)
 
 
+def reliability_plot(
+    curves: Mapping[str, Sequence[Mapping[str, float]]], path: Path, title: str
+) -> Path:
+    """Observed positive rate against mean predicted probability per bin, one line per
+    model (the ``bins`` of ``mammo.clinical.calibration``), marker area by bin size."""
+    figure = _figure(FIGSIZE)
+    axes = figure.subplots()
+    axes.plot([0, 1], [0, 1], linestyle=":", color="grey", label="perfect calibration")
+    for label, bins in curves.items():
+        if not bins:
+            continue
+        x = [float(b["mean_predicted"]) for b in bins]
+        y = [float(b["observed"]) for b in bins]
+        sizes = [12.0 + 4.0 * math.sqrt(float(b["n"])) for b in bins]
+        (line,) = axes.plot(x, y, marker="", label=label)
+        axes.scatter(x, y, s=sizes, color=line.get_color())
+    axes.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean predicted probability")
+    axes.set(ylabel="observed cancer rate", title=title)
+    axes.legend(loc="upper left")
+    return _save(figure, path)
+
+
 def _figure(size: tuple[float, float]) -> Figure:
     """A figure on its own Agg canvas, not known to pyplot."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -1,148 +1,206 @@
-"""Promotion statistics: the paired bootstrap and the decision policy."""
+"""Promotion statistics: the paired bootstrap and the decision a protocol makes."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 
 from mammo.metrics import probabilistic_f1, roc_auc
-from mammo.promotion import BootstrapResult, PromotionError, decide, paired_bootstrap
+from mammo.promotion import (
+    INSUFFICIENT,
+    NOT_VALIDATED,
+    PROMOTED,
+    REFUSED,
+    VALIDATION_FAILED,
+    VALIDATION_PASSED,
+    BootstrapResult,
+    ComparisonInputError,
+    Decision,
+    decide,
+    paired_bootstrap,
+    paired_differences,
+)
+from mammo.protocol import PromotionProtocol
 
 
 def accuracy(y: npt.NDArray[np.float64], p: npt.NDArray[np.float64]) -> float:
     return float(np.mean((p >= 0.5) == (y > 0)))
 
 
-def _result(champion: float, challenger: float, ci_low: float, ci_high: float) -> BootstrapResult:
-    return BootstrapResult(
-        diff=challenger - champion,
-        ci_low=ci_low,
-        ci_high=ci_high,
-        champion_value=champion,
-        challenger_value=challenger,
-        n=500,
+def _evaluation(
+    breasts: int = 300,
+    positives: int = 40,
+    auc_low: float = 0.80,
+    sensitivity_low: float = 0.60,
+    specificity_low: float = 0.90,
+    ece: float = 0.05,
+) -> dict[str, Any]:
+    """The parts of mammo.clinical.evaluate's report that decide() reads."""
+
+    def figure(low: float) -> dict[str, Any]:
+        return {"value": low + 0.05, "bootstrap": [low, low + 0.1]}
+
+    return {
+        "n_breasts": breasts,
+        "n_positive": positives,
+        "auc": figure(auc_low),
+        "pf1": figure(0.3),
+        "operating_point": {
+            "threshold": 0.5,
+            "sensitivity": figure(sensitivity_low),
+            "specificity": figure(specificity_low),
+        },
+        "calibration": {"ece": ece},
+    }
+
+
+def _difference(diff: float, low: float) -> BootstrapResult:
+    return BootstrapResult(diff, low, diff + (diff - low), 0.80, 0.80 + diff, 150)
+
+
+def _differences(auc: float = 0.0, auc_low: float = -0.01, sens_low: float = -0.01) -> dict:
+    return {
+        "auc": _difference(auc, auc_low),
+        "sensitivity": _difference(0.0, sens_low),
+        "specificity": _difference(0.0, -0.005),
+    }
+
+
+def _subgroup(value: str, champion_auc: float, challenger_auc: float, n: int = 60) -> dict:
+    return {
+        "column": "site_id",
+        "value": value,
+        "n_breasts": n,
+        "n_positive": 10,
+        "sufficient": n >= 30,
+        "text": "" if n >= 30 else f"insufficient (n={n}, positives=10)",
+        "challenger": {"auc": challenger_auc, "sensitivity": 0.7},
+        "champion": {"auc": champion_auc, "sensitivity": 0.7},
+    }
+
+
+PROTOCOL = PromotionProtocol()
+
+
+def _decide(
+    challenger: dict[str, Any] | None = None,
+    champion: dict[str, Any] | None = None,
+    differences: dict[str, BootstrapResult] | None = None,
+    subgroups: list[dict[str, Any]] | None = None,
+    validation: str = VALIDATION_PASSED,
+    protocol: PromotionProtocol = PROTOCOL,
+) -> Decision:
+    return decide(
+        protocol,
+        validation,
+        "outcome validation/manifests/abc/outcome.json",
+        challenger or _evaluation(),
+        champion,
+        differences,
+        subgroups or [],
     )
+
+
+def test_a_first_model_clearing_every_floor_is_promoted() -> None:
+    decision = _decide()
+    assert decision.outcome == PROMOTED and decision.promote
+    assert [r.name for r in decision.rules] == [
+        "validation",
+        "evidence",
+        "floor auc",
+        "floor sensitivity",
+        "floor specificity",
+        "calibration",
+    ]
+    assert all(r.passed for r in decision.rules)
+
+
+def test_a_first_model_below_one_floor_is_refused_naming_it() -> None:
+    decision = _decide(_evaluation(sensitivity_low=0.20))
+    assert decision.outcome == REFUSED
+    assert "floor sensitivity: lower bound 0.2000 (needs >= 0.2500)" in decision.reason
+    assert "floor auc" not in decision.reason
+
+
+def test_a_small_holdout_is_insufficient_evidence_naming_the_counts() -> None:
+    decision = _decide(_evaluation(breasts=18, positives=2, auc_low=0.9))
+    assert decision.outcome == INSUFFICIENT and not decision.promote
+    assert decision.reason == (
+        "18 held-out breasts, 2 positive; the protocol needs >= 100 breasts and >= 20 positive"
+    )
+
+
+def test_the_default_minimums_sit_between_a_tiny_and_a_real_holdout() -> None:
+    assert _decide(_evaluation(breasts=3600, positives=74)).outcome == PROMOTED  # RSNA
+    assert _decide(_evaluation(breasts=150, positives=27)).outcome == PROMOTED  # 500 x 18 %
+    assert _decide(_evaluation(breasts=3000, positives=19)).outcome == INSUFFICIENT
 
 
 @pytest.mark.parametrize(
-    ("result", "champion_exists", "validated", "promote", "reason_start"),
+    ("status", "words"),
     [
-        pytest.param(
-            _result(0.40, 0.45, 0.01, 0.09),
-            True,
-            True,
-            True,
-            "challenger is better",
-            id="better-and-proven-promoted",
-        ),
-        pytest.param(
-            _result(0.40, 0.45, -0.03, 0.12),
-            True,
-            True,
-            False,
-            "improvement not",
-            id="better-but-ci-reaches-below-margin-refused",
-        ),
-        pytest.param(
-            _result(0.45, 0.40, -0.09, -0.01),
-            True,
-            True,
-            False,
-            "challenger is worse",
-            id="worse-refused",
-        ),
-        pytest.param(
-            _result(0.400, 0.405, -0.02, 0.03),
-            True,
-            True,
-            False,
-            "tie",
-            id="tie-within-margin-keeps-champion",
-        ),
-        pytest.param(
-            _result(0.400, 0.390, -0.04, 0.02),
-            True,
-            True,
-            False,
-            "tie",
-            id="slightly-worse-within-margin-is-a-tie",
-        ),
-        pytest.param(
-            _result(0.0, 0.30, math.nan, math.nan),
-            False,
-            True,
-            False,
-            "first model",
-            id="first-model-below-floor-refused",
-        ),
-        pytest.param(
-            _result(0.0, 0.35, math.nan, math.nan),
-            False,
-            True,
-            True,
-            "first model",
-            id="first-model-above-floor-promoted",
-        ),
-        pytest.param(
-            _result(0.0, 0.33, math.nan, math.nan),
-            False,
-            True,
-            True,
-            "first model",
-            id="first-model-exactly-at-floor-promoted",
-        ),
-        pytest.param(
-            _result(0.10, 0.90, 0.70, 0.90),
-            True,
-            False,
-            False,
-            "data failed",
-            id="unvalidated-never-promoted-even-if-far-better",
-        ),
-        pytest.param(
-            _result(0.0, 0.90, math.nan, math.nan),
-            False,
-            False,
-            False,
-            "data failed",
-            id="unvalidated-first-model-never-promoted",
-        ),
-        pytest.param(
-            _result(0.40, 0.45, math.nan, math.nan),
-            True,
-            True,
-            False,
-            "undefined",
-            id="undefined-interval-refused",
-        ),
+        (VALIDATION_FAILED, "the data it trained on failed validation"),
+        (NOT_VALIDATED, "the data it trained on was never validated"),
     ],
 )
-def test_decide(
-    result: BootstrapResult,
-    champion_exists: bool,
-    validated: bool,
-    promote: bool,
-    reason_start: str,
-) -> None:
-    decision = decide(
-        result, margin=0.01, floor=0.33, champion_exists=champion_exists, data_validated=validated
-    )
-    assert decision.promote is promote
-    assert decision.reason.startswith(reason_start)
+def test_unvalidated_data_is_refused_whatever_the_figures(status: str, words: str) -> None:
+    decision = _decide(_evaluation(breasts=10, positives=1), validation=status)
+    assert decision.outcome == REFUSED
+    assert decision.reason.startswith(words)
+    assert "outcome validation/manifests/abc/outcome.json" in decision.reason
 
 
-def test_reasons_carry_the_figures() -> None:
-    decision = decide(_result(0.40, 0.45, 0.01, 0.09), 0.01, 0.3, True, True)
-    assert "0.4500" in decision.reason and "0.4000" in decision.reason
-    assert "+0.0500" in decision.reason and "[+0.0100, +0.0900]" in decision.reason
+def test_validation_can_be_waived_only_by_the_protocol() -> None:
+    waived = PromotionProtocol.from_dict({"validation": {"required": False}})
+    assert _decide(validation=NOT_VALIDATED, protocol=waived).outcome == PROMOTED
 
 
-def test_margin_is_a_tie_at_its_exact_value() -> None:
-    result = BootstrapResult(0.01, 0.005, 0.02, 0.40, 0.41, 100)
-    assert decide(result, 0.01, 0.0, True, True).promote is False
+def test_a_non_inferior_challenger_is_promoted() -> None:
+    decision = _decide(champion=_evaluation(), differences=_differences(0.0, -0.015))
+    assert decision.outcome == PROMOTED, decision.reason
+    names = [r.name for r in decision.rules]
+    assert "non-inferior auc" in names and "subgroups" in names and "floor auc" not in names
+
+
+def test_a_lower_bound_beyond_the_margin_refuses() -> None:
+    decision = _decide(champion=_evaluation(), differences=_differences(0.01, -0.03))
+    assert decision.outcome == REFUSED
+    assert "non-inferior auc" in decision.reason and "-0.0300" in decision.reason
+
+
+def test_a_worse_sensitivity_at_the_locked_threshold_refuses() -> None:
+    decision = _decide(champion=_evaluation(), differences=_differences(sens_low=-0.08))
+    assert decision.outcome == REFUSED and "non-inferior sensitivity" in decision.reason
+
+
+def test_a_better_challenger_worse_in_one_subgroup_is_refused_naming_it() -> None:
+    rows = [_subgroup("1", 0.80, 0.95), _subgroup("2", 0.85, 0.70), _subgroup("3", 0.9, 0.1, n=12)]
+    decision = _decide(champion=_evaluation(), differences=_differences(0.05, 0.02), subgroups=rows)
+    assert decision.outcome == REFUSED
+    assert "site_id=2 auc -0.1500" in decision.reason
+    assert "site_id=1" not in decision.reason
+    assert "site_id=3" not in decision.reason  # too small to judge
+    assert "2 of 3 subgroups large enough to judge" in decision.reason
+
+
+def test_a_miscalibrated_challenger_is_refused() -> None:
+    decision = _decide(_evaluation(ece=0.4))
+    assert decision.outcome == REFUSED and "calibration: ECE 0.4000" in decision.reason
+
+
+def test_an_undefined_figure_fails_its_rule() -> None:
+    decision = _decide(champion=_evaluation(), differences=_differences(math.nan, math.nan))
+    assert decision.outcome == REFUSED and "undefined" in decision.reason
+
+
+def test_the_decision_serialises_with_every_rule() -> None:
+    document = _decide().to_dict()
+    assert document["outcome"] == PROMOTED
+    assert {"name", "passed", "observed", "required"} == set(document["rules"][0])
 
 
 def _accuracy_case(n: int = 2000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -225,5 +283,21 @@ def test_bad_inputs_raise(kwargs: dict[str, object]) -> None:
         "p_challenger": np.array([0.6, 0.4]),
         "metric": accuracy,
     }
-    with pytest.raises(PromotionError):
+    with pytest.raises(ComparisonInputError):
         paired_bootstrap(**{**args, **kwargs})  # type: ignore[arg-type]
+
+
+def test_paired_differences_use_each_models_own_figure_on_the_same_resamples() -> None:
+    y, champion, challenger = _accuracy_case(400)
+    both = paired_differences(
+        y,
+        champion,
+        challenger,
+        {"same": (accuracy, accuracy), "shifted": (accuracy, lambda a, b: accuracy(a, b) - 0.1)},
+        n_resamples=200,
+        seed=3,
+    )
+    alone = paired_bootstrap(y, champion, challenger, accuracy, n_resamples=200, seed=3)
+    assert both["same"] == alone
+    assert both["shifted"].diff == pytest.approx(alone.diff + 0.1)
+    assert both["shifted"].ci_low == pytest.approx(alone.ci_low + 0.1)

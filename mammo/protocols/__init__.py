@@ -1,0 +1,1 @@
+"""Promotion protocols shipped with mammo (YAML); see :mod:`mammo.protocol`."""
