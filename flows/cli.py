@@ -87,7 +87,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from flows.validate import validate
 
-    print(json.dumps(validate(raw=args.raw, data=args.data), indent=2))
+    config = (
+        {"positive_rate_band": tuple(args.positive_rate_band)} if args.positive_rate_band else None
+    )
+    print(json.dumps(validate(raw=args.raw, data=args.data, config=config), indent=2))
     print(f"Reports: {args.data}/validation/")
     return 0
 
@@ -129,6 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         shard_size=args.shard_size,
         preprocess=_preprocess_overrides(args),
         train_config=_train_overrides(args),
+        protocol=args.protocol,
     )
     _print_pipeline(result)
     return 0
@@ -145,16 +149,60 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
+    if args.history:
+        from tasks.registry import history
+        from tasks.settings import Settings
+
+        _print_history(history(Settings.from_env()))
+        return 0
     from flows.promote import promote
 
-    policy = {
-        key: value
-        for key, value in (("metric", args.metric), ("margin", args.margin), ("floor", args.floor))
-        if value is not None
-    }
-    result = promote(data=args.data, policy=policy, rollback=args.rollback)
-    print(json.dumps(result, indent=2, default=str))
+    result = promote(
+        data=args.data or "",
+        protocol=args.protocol,
+        metric=args.metric,
+        margin=args.margin,
+        rollback=args.rollback,
+        reason=args.reason,
+    )
+    _print_decision(result)
     return 0
+
+
+def _print_decision(result: dict[str, Any]) -> None:
+    """The decision as a person reads it: outcome, reason, each rule, where the card is."""
+    print(f"\nPromotion: {result['decision']}")
+    print(f"  {result.get('reason', '')}")
+    if "protocol" in result:
+        holdout = result["holdout"]
+        print(
+            f"  protocol {result['protocol']} (hash {result['protocol_hash'][:16]}); holdout "
+            f"{holdout['n_breasts']} breasts, {holdout['n_positive']} positive, "
+            f"{holdout['n_patients']} patients"
+        )
+    for rule in result.get("rules", []):
+        mark = "pass" if rule["passed"] else "FAIL"
+        print(f"  {mark:<4}  {rule['name']:<24} {rule['observed']}")
+        if rule["required"]:
+            print(f"        {'':<24} needs {rule['required']}")
+    for key in ("champion", "replaced", "model_card", "model_card_html", "decision_file"):
+        if result.get(key) is not None:
+            print(f"  {key:<16} {result[key]}")
+
+
+def _print_history(rows: list[dict[str, str]]) -> None:
+    if not rows:
+        print("No registered version yet.")
+        return
+    print(f"{'version':>7}  {'aliases':<20} {'created':<17} {'validation':<10} decision")
+    for row in rows:
+        withdrawn = "  [rolled back]" if row["rolled_back"] else ""
+        print(
+            f"{row['version']:>7}  {row['aliases'] or '-':<20} {row['created']:<17} "
+            f"{row['validation'] or '-':<10} {row['decision']}{withdrawn}"
+        )
+        if row["reason"]:
+            print(f"{'':>9}{row['reason']}")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -193,7 +241,15 @@ def _print_training(result: dict[str, Any]) -> None:
 
     settings = Settings.from_env()
     metrics = result.get("metrics", {})
-    keys = ("val_auc", "val_pf1", "val_best_f1", "holdout_auc", "holdout_pf1")
+    keys = (
+        "val_auc",
+        "val_pf1",
+        "val_best_f1",
+        "holdout_auc",
+        "holdout_pf1",
+        "holdout_sensitivity",
+        "holdout_specificity",
+    )
     print("\nModel:")
     for key in keys:
         if key in metrics:
@@ -219,6 +275,9 @@ def _print_pipeline(result: dict[str, Any]) -> None:
     _print_training(result)
     promotion = result.get("promotion", {})
     print(f"  promotion      {promotion.get('decision')}: {promotion.get('reason', '')}")
+    for key in ("model_card", "decision_file"):
+        if promotion.get(key):
+            print(f"  {key.replace('_', ' '):<14} {promotion[key]}")
     print("  Ray dashboard  logged above (live while a run lasts; `mammo up` keeps one running)")
 
 
@@ -253,6 +312,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="Great Expectations on train.csv and the decoded set")
     p.add_argument("--raw", required=True, help="the RSNA layout that was ingested")
     p.add_argument("--data", required=True, help="the ingest output (OUT)")
+    p.add_argument(
+        "--positive-rate-band",
+        nargs=2,
+        type=float,
+        metavar=("LOW", "HIGH"),
+        default=None,
+        help="allowed share of positive images (default 0 0.2)",
+    )
     p.set_defaults(handler=cmd_validate)
 
     p = sub.add_parser("eda", help="exploratory report of train.csv (plots + eda.md)")
@@ -266,17 +333,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(p)
     p.set_defaults(handler=cmd_train)
 
-    p = sub.add_parser("run", help="the nightly pipeline: ingest, validate, EDA, train, register")
+    p = sub.add_parser("run", help="the nightly pipeline: ingest, validate, EDA, train, promote")
     _add_ingest_args(p, out_required=False)
+    p.add_argument("--protocol", default=None, help="promotion protocol YAML (default: shipped)")
     _add_train_args(p)
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("promote", help="move @champion to the challenger if proven no worse")
-    p.add_argument("--data", default=None, help="decoded data whose holdout patients to score")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="decoded data whose holdout to score (default $MAMMO_HOME/data)",
+    )
+    p.add_argument("--protocol", default=None, help="promotion protocol YAML (default: shipped)")
+    p.add_argument("--metric", choices=["auc", "pf1"], default=None, help="override: primary")
+    p.add_argument("--margin", type=float, default=None, help="override: non-inferiority margin")
     p.add_argument("--rollback", action="store_true", help="restore the previous champion")
-    p.add_argument("--metric", choices=["auc", "pf1"], default=None, help="breast level")
-    p.add_argument("--margin", type=float, default=None, help="differences within are ties")
-    p.add_argument("--floor", type=float, default=None, help="minimum for a first champion")
+    p.add_argument("--reason", default="", help="with --rollback: why, kept on the version")
+    p.add_argument("--history", action="store_true", help="list versions, aliases, decisions")
     p.set_defaults(handler=cmd_promote)
 
     p = sub.add_parser("predict", help="score RAW/test.csv into a Kaggle submission CSV")
@@ -334,8 +408,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 def _known_errors() -> tuple[type[BaseException], ...]:
     from mammo.inventory import MetadataError
+    from mammo.protocol import ProtocolError
     from tasks.ingest import IngestError
-    from tasks.promote import PromotionError
+    from tasks.registry import PromotionError
+    from tasks.scoring import ScoringError
     from tasks.stack import StackError
     from tasks.storage import StorageError
     from tasks.tracking import RegistryError
@@ -351,6 +427,8 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         DataValidationError,
         StackError,
         PromotionError,
+        ProtocolError,
+        ScoringError,
         FileNotFoundError,
     )
 

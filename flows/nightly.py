@@ -15,12 +15,8 @@ from flows.ingest import ingest
 from flows.promote import promote
 from flows.train import train
 from tasks.eda import eda_report
-from tasks.settings import Settings
+from tasks.settings import default_out
 from tasks.validate import validate_data
-
-
-def default_out() -> str:
-    return str(Settings.from_env().home / "data")
 
 
 @flow(name="nightly")
@@ -33,7 +29,7 @@ def nightly(
     train_config: dict[str, Any] | None = None,
     split: dict[str, Any] | None = None,
     validation: dict[str, Any] | None = None,
-    promotion: dict[str, Any] | None = None,
+    protocol: str | None = None,
 ) -> dict[str, Any]:
     """Retrain on everything RAW holds tonight, register the challenger, promote if earned."""
     if not raw:
@@ -44,8 +40,8 @@ def nightly(
     ingested = ingest(raw, out, "train", shard_size, max_patients, preprocess)
     validated = validate_data(raw, out, validation)
     eda = eda_report(raw, out)
-    trained = train(out, train_config, split, register_challenger=True, validation="passed")
-    promoted = promote(out, promotion)
+    trained = train(out, train_config, split, register_challenger=True)
+    promoted = promote(out, protocol)
     return {
         "out": out,
         "ingest": {k: v for k, v in ingested.items() if k != "decode"},

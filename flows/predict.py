@@ -13,6 +13,7 @@ from flows.ingest import ingest
 from tasks.predict import predict_breasts
 from tasks.scoring import load_bundle
 from tasks.settings import Settings
+from tasks.tracking import pin_model_uri
 
 
 @flow(name="predict")
@@ -24,13 +25,20 @@ def predict(
     binarize: bool = False,
     shard_size: int = 256,
 ) -> dict[str, Any]:
-    """Decode RAW's test images with the model's own preprocessing, score, write the CSV."""
+    """Decode RAW's test images with the model's own preprocessing, score, write the CSV.
+
+    An alias (``models:/name@champion``) is resolved to its version once, here: the decode,
+    every scoring worker and the submission's record use that version, whatever moves the
+    alias during the run.
+    """
     settings = Settings.from_env()
-    bundle = load_bundle(model, settings.mlflow_tracking_uri)
+    pinned, version = pin_model_uri(settings, model)
+    bundle = load_bundle(pinned, settings.mlflow_tracking_uri)
     preprocess = bundle.config.preprocess
     work = work or str(settings.home / "predict" / bundle.preprocess.config_hash())
     ingest(raw, work, "test", shard_size, None, preprocess)
-    return predict_breasts(raw, work, model, out, settings, binarize)
+    result = predict_breasts(raw, work, pinned, out, settings, binarize)
+    return {"model": model, "model_uri": pinned, "model_version": version, **result}
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""Promotion flow: challenger vs champion on held-out patients; or roll the champion back.
+"""Promotion flow: the challenger judged under a pre-specified protocol; or a rollback.
 
-mammo promote --data OUT            mammo promote --rollback
+mammo promote --data OUT [--protocol FILE]    mammo promote --rollback    mammo promote --history
 """
 
 from __future__ import annotations
@@ -9,22 +9,30 @@ from typing import Any
 
 from prefect import flow
 
-from mammo.promotion import PromotionPolicy
-from tasks.promote import promote_challenger, rollback_champion
-from tasks.settings import Settings
+from mammo.protocol import PromotionProtocol
+from tasks.promote import promote_challenger
+from tasks.registry import rollback_champion
+from tasks.settings import Settings, default_out
 
 
 @flow(name="promote")
 def promote(
-    data: str | None = None, policy: dict[str, Any] | None = None, rollback: bool = False
+    data: str = "",
+    protocol: str | None = None,
+    metric: str | None = None,
+    margin: float | None = None,
+    rollback: bool = False,
+    reason: str = "",
 ) -> dict[str, Any]:
+    """Judge @challenger against @champion on the holdout of ``data`` (default
+    ``$MAMMO_HOME/data``) under ``protocol`` (a YAML file; default: the shipped one), with
+    optional overrides of its primary metric and margin. ``rollback`` restores the previous
+    champion instead, and withdraws the current one for good."""
     settings = Settings.from_env()
     if rollback:
-        return rollback_champion(settings)
-    if data is None:
-        raise ValueError("promote needs the decoded data (--data OUT) to score the holdout on")
-    rules = PromotionPolicy(**(policy or {}))
-    return promote_challenger(data, settings, rules.__dict__)
+        return rollback_champion(settings, reason)
+    rules = PromotionProtocol.load(protocol or None).with_primary(metric=metric, margin=margin)
+    return promote_challenger(data or default_out(), settings, rules)
 
 
 if __name__ == "__main__":

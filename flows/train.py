@@ -13,42 +13,69 @@ from prefect.runtime import flow_run
 from mammo.splits import SplitConfig
 from mammo.training import TrainConfig
 from tasks import tracking
-from tasks.settings import Settings
+from tasks.lineage import ValidationFact, validation_fact
+from tasks.model_card import publish_card
+from tasks.settings import Settings, default_out
 from tasks.train import TrainOutcome, train_model
 
 
 @task(name="register-model", retries=3, retry_delay_seconds=10)
-def register_model(outcome: TrainOutcome, settings: Settings, validation: str) -> dict[str, str]:
+def register_model(
+    outcome: TrainOutcome, settings: Settings, validation: ValidationFact
+) -> dict[str, str]:
     """Register the run's pyfunc model as a new version with the ``challenger`` alias."""
     tags = {
         "mammo.run_key": outcome.run_key,
+        "mammo.data": outcome.data,
         "mammo.data_hash": outcome.data_hash,
-        "mammo.validation": validation,
+        "mammo.validation": validation.status,
+        "mammo.validation.detail": validation.detail,
         "mammo.threshold": "" if outcome.threshold is None else f"{outcome.threshold:.6f}",
         "mammo.torch_model_uri": outcome.torch_model_uri,
         **{f"mammo.metric.{k}": f"{v:.6f}" for k, v in outcome.metrics.items()},
     }
+    client = tracking.client(settings)
     version = tracking.register_version(
-        tracking.client(settings), settings.model_name, outcome.model_uri, outcome.run_id, tags
+        client, settings.model_name, outcome.model_uri, outcome.run_id, tags
     )
-    return {"name": settings.model_name, "version": str(version.version), "run_id": outcome.run_id}
+    registered = {
+        "name": settings.model_name,
+        "version": str(version.version),
+        "run_id": outcome.run_id,
+    }
+    if outcome.threshold is not None:  # a binary cancer model: its card, not decided yet
+        card = publish_card(
+            client, settings.model_name, version, outcome.data, None, None, None,
+            outcome.threshold, outcome.aggregation,
+        )  # fmt: skip
+        registered.update(card)
+    return registered
 
 
 @flow(name="train")
 def train(
-    data: str,
+    data: str = "",
     config: dict[str, Any] | None = None,
     split: dict[str, Any] | None = None,
     register_challenger: bool = True,
-    validation: str = "not-run",
 ) -> dict[str, Any]:
-    """Train on the manifest under ``data`` and (by default) register a challenger."""
+    """Train on the manifest under ``data`` and (by default) register a challenger.
+
+    The version records the validation of the exact manifest it trained on, as found
+    under ``data`` (tasks.lineage): ``mammo validate`` first, or promotion refuses it.
+    """
     settings = Settings.from_env()
+    data = data or default_out()
     train_config = TrainConfig.from_dict(config or {}).to_dict()
     split_config = SplitConfig.from_dict(split or {}).to_dict()
-    lineage = {"mammo.prefect_flow_run_id": str(flow_run.id), "mammo.validation": validation}
+    lineage = {"mammo.prefect_flow_run_id": str(flow_run.id)}
     outcome = train_model(data, train_config, split_config, settings, lineage)
-    result: dict[str, Any] = {"run_id": outcome.run_id, "metrics": outcome.metrics}
+    validation = validation_fact(data, outcome.data_hash)
+    result: dict[str, Any] = {
+        "run_id": outcome.run_id,
+        "metrics": outcome.metrics,
+        "validation": validation.to_dict(),
+    }
     if register_challenger:
         result["registered"] = register_model(outcome, settings, validation)
     return result

@@ -226,6 +226,8 @@ SHARDS_DIR: Final = "shards"
 SHARD_QUARANTINE_DIR: Final = "quarantine"
 PNG_DIR: Final = "png"
 VALIDATION_DIR: Final = "validation"
+REGISTRY_DIR: Final = "registry"  # model cards and promotion decisions, per model version
+SYNTHETIC_MARKER: Final = "synthetic.json"  # in RAW: written by `mammo synth`
 
 _ID = r"(0|[1-9][0-9]{0,18})"  # a non-negative int64 without leading zeros
 _IMAGE_RELPATH = re.compile(rf"^(train|test)_images/{_ID}/{_ID}\.dcm$")

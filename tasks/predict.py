@@ -10,7 +10,7 @@ and is counted in the summary.
 from __future__ import annotations
 
 import io
-from pathlib import PurePosixPath
+import json
 from typing import Any
 
 import pandas as pd
@@ -21,7 +21,7 @@ from mammo.metrics import aggregate_breasts
 from tasks.logs import run_logger
 from tasks.scoring import load_bundle, read_manifest, score_rows
 from tasks.settings import Settings
-from tasks.storage import open_store
+from tasks.storage import StorageError, open_store
 
 FALLBACK_PROBABILITY = 0.0
 
@@ -53,7 +53,9 @@ def predict_breasts(
             raise ValueError(f"{model_uri} stores no threshold to binarize with")
         submission[c.CANCER] = (submission[c.CANCER] >= bundle.config.threshold).astype(int)
     submission = submission.sort_values(c.PREDICTION_ID).reset_index(drop=True)
-    _write_csv(submission, out)
+    _write(out, submission.to_csv(index=False).encode())
+    record = {"model_uri": model_uri, "breasts": len(submission), "images_scored": len(scored)}
+    _write(f"{out}.json", json.dumps(record, indent=2).encode())  # which version scored it
     if missing:
         logger.warning(
             "%d breasts had no decodable image: probability %s", missing, FALLBACK_PROBABILITY
@@ -69,6 +71,13 @@ def predict_breasts(
     }
 
 
-def _write_csv(frame: pd.DataFrame, out: str) -> None:
-    path = PurePosixPath(out)
-    open_store(str(path.parent)).write_bytes(path.name, frame.to_csv(index=False).encode())
+def _write(out: str, content: bytes) -> None:
+    """Write ``content`` to a local path or an ``s3://bucket/key`` URI."""
+    parent, _, name = out.rstrip("/").rpartition("/")
+    if not name or out.endswith("/"):
+        raise StorageError(f"--out must name a file, got {out!r}")
+    if not parent:
+        parent = "."
+    elif parent in ("s3:", "s3:/"):
+        raise StorageError(f"--out {out!r} names a bucket, not a key: use s3://bucket/file.csv")
+    open_store(parent).write_bytes(name, content)

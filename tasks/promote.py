@@ -1,72 +1,47 @@
-"""Model promotion: move ``champion`` to the challenger only when it is proven no worse.
+"""Model promotion: move ``champion`` to the challenger only when a pre-specified protocol
+says so (mammo.protocol), on evidence a safety board can read.
 
-Both versions are scored on the same held-out patients, seen by neither in training: the
-patients that are in the stable hash holdout under each model's split rule. Their
-breast-level metric is compared with a paired bootstrap (mammo.promotion); the policy
-(tie, worse, better but not proven, floor for a first model, never on unvalidated data)
-lives in :func:`mammo.promotion.decide`.
+Both versions are scored on the same held-out patients, seen by neither in training (the
+patients in the stable hash holdout of each model's split rule), at breast level; each model
+keeps the threshold locked on its own validation set. mammo.comparison computes the clinical
+evaluation, the paired differences and the subgroup table; mammo.promotion.decide applies the
+protocol. The decision is one JSON document (figures, intervals, every rule, the protocol's
+hash, both versions, the data hash), stored as an MLflow artifact and tags on the challenger,
+under ``OUT/registry/<model>/v<N>/`` beside its model card, and as a Prefect artifact.
 
 Promotions and rollbacks of one registered model are serialized by a Prefect global
 concurrency limit, and the alias is moved only if the champion is still the one the
-challenger was compared with: an alias names one version, so there are never two
-champions, and it is only ever moved, never deleted, so there is never none. A promotion
-that finds its challenger already promoted by a concurrent one leaves that record alone.
+challenger was compared with: an alias names one version, so there are never two champions,
+and it is only ever moved, never deleted, so there is never none. A rolled-back version is
+never promoted again automatically (tasks.registry).
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
-import re
-from collections.abc import Iterator
+import json
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
 from prefect import task
-from prefect.artifacts import create_markdown_artifact
-from prefect.client.orchestration import get_client
-from prefect.concurrency.sync import concurrency
-from prefect.context import TaskRunContext
 
 from mammo import contract as c
-from mammo.metrics import aggregate_breasts, probabilistic_f1, roc_auc
-from mammo.promotion import BootstrapResult, Decision, PromotionPolicy, decide, paired_bootstrap
+from mammo.comparison import Comparison, compare
+from mammo.metrics import aggregate_breasts
+from mammo.promotion import PROMOTED, REFUSED, Decision, Rule, decide
+from mammo.protocol import PromotionProtocol
 from mammo.splits import SplitConfig, is_holdout
 from tasks import tracking
+from tasks.lineage import manifest_hash, validation_fact
 from tasks.logs import run_logger
+from tasks.model_card import publish_card, publish_markdown
+from tasks.registry import PREVIOUS, ROLLED_BACK, PromotionError, promotion_lock
 from tasks.scoring import load_bundle, read_manifest, score_rows
 from tasks.settings import Settings
 
-PREVIOUS = "mammo.previous_champion"
-METRICS = {"auc": roc_auc, "pf1": probabilistic_f1}
-
-
-class PromotionError(RuntimeError):
-    """Promotion cannot be decided or carried out; the message says why."""
-
-
-def _alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
-    try:
-        return client.get_model_version_by_alias(name, alias)
-    except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            return None
-        raise
-
-
-@contextlib.contextmanager
-def promotion_lock(model_name: str) -> Iterator[None]:
-    """One promotion or rollback of ``model_name`` at a time, across processes and machines."""
-    limit = "mammo-promote-" + re.sub(r"[^a-z0-9-]", "-", model_name.lower())
-    with get_client(sync_client=True) as client:
-        client.upsert_global_concurrency_limit_by_name(limit, 1)
-    with concurrency(limit, occupy=1, timeout_seconds=600, strict=True):
-        yield
+DECISION_FILE = "decision.json"
 
 
 def split_rule(client: MlflowClient, version: ModelVersion) -> SplitConfig:
@@ -87,56 +62,50 @@ def holdout_rows(manifest: pd.DataFrame, rules: list[SplitConfig]) -> pd.DataFra
     return manifest[manifest[c.PATIENT_ID].isin(set(unseen))].reset_index(drop=True)
 
 
-def compare(
-    scored: pd.DataFrame, aggregations: list[str], policy: PromotionPolicy
-) -> BootstrapResult:
-    """Breast-level paired bootstrap; column model_0 is the challenger, model_1 the champion."""
-    breasts = []
+def breast_table(
+    scored: pd.DataFrame, aggregations: list[str], keep: tuple[str, ...]
+) -> pd.DataFrame:
+    """One row per held-out breast: label, patient, subgroup columns, one column per model."""
+    frame: pd.DataFrame | None = None
     for index, how in enumerate(aggregations):
         column = f"model_{index}"
-        breasts.append(
-            aggregate_breasts(scored, column, how)[
-                [c.PREDICTION_ID, c.PATIENT_ID, c.CANCER, column]
-            ]
-        )
-    frame = breasts[0]
-    for other in breasts[1:]:
-        frame = frame.merge(other.drop(columns=[c.PATIENT_ID, c.CANCER]), on=c.PREDICTION_ID)
-    metric = METRICS[policy.metric]
-    y, challenger = frame[c.CANCER].to_numpy(), frame["model_0"].to_numpy()
-    if len(aggregations) == 1:  # no champion: the challenger's figure alone
-        value = float(metric(y, challenger))
-        return BootstrapResult(math.nan, math.nan, math.nan, math.nan, value, len(frame))
-    return paired_bootstrap(
-        y,
-        frame["model_1"].to_numpy(),
-        challenger,
-        metric,
-        n_resamples=policy.n_resamples,
-        seed=policy.seed,
-        groups=frame[c.PATIENT_ID].to_numpy(),
-        confidence=policy.confidence,
-    )
+        breasts = aggregate_breasts(scored, column, how, keep=keep)  # type: ignore[arg-type]
+        if frame is None:
+            frame = breasts
+        else:
+            frame = frame.merge(breasts[[c.PREDICTION_ID, column]], on=c.PREDICTION_ID)
+    assert frame is not None
+    return frame
 
 
 @task(name="promote-challenger", retries=1, retry_delay_seconds=10)
-def promote_challenger(data: str, settings: Settings, policy: dict[str, Any]) -> dict[str, Any]:
-    """Compare challenger and champion on the holdout of ``data``; move the alias if earned."""
+def promote_challenger(
+    data: str, settings: Settings, protocol: PromotionProtocol
+) -> dict[str, Any]:
+    """Judge the challenger under ``protocol`` on the holdout of ``data``; move the alias if
+    every rule passes."""
     logger = run_logger()
-    rules = PromotionPolicy(**policy)
     client, name = tracking.client(settings), settings.model_name
-    challenger = _alias(client, name, tracking.CHALLENGER)
+    challenger = tracking.alias_version(client, name, tracking.CHALLENGER)
     if challenger is None:
         raise PromotionError(f"{name} has no @{tracking.CHALLENGER} version to promote")
-    champion = _alias(client, name, tracking.CHAMPION)
+    if challenger.tags.get(ROLLED_BACK):
+        return _unchanged(
+            name,
+            challenger,
+            REFUSED,
+            f"version {challenger.version} was rolled back ({challenger.tags[ROLLED_BACK]}) and "
+            "is never promoted again automatically",
+        )
+    champion = tracking.alias_version(client, name, tracking.CHAMPION)
     if champion is not None and champion.version == challenger.version:
-        return _unchanged(name, challenger, "it is already the champion")
+        return _unchanged(name, challenger, "unchanged", "it is already the champion")
 
     versions = [challenger] + ([champion] if champion is not None else [])
     uris = [f"models:/{name}/{v.version}" for v in versions]
     bundles = [load_bundle(uri, settings.mlflow_tracking_uri) for uri in uris]
     if any(b.config.target != c.CANCER for b in bundles):
-        raise PromotionError("promotion compares cancer models (breast-level AUC or pF1)")
+        raise PromotionError("promotion compares cancer models (a binary cancer target)")
     if len({b.preprocess.config_hash() for b in bundles}) > 1:
         raise PromotionError(
             "the challenger and the champion use different preprocessing configs; they cannot "
@@ -146,71 +115,144 @@ def promote_challenger(data: str, settings: Settings, policy: dict[str, Any]) ->
     if holdout.empty:
         raise PromotionError(f"no held-out patient of {data} is unseen by every model compared")
     scored = score_rows(data, holdout, uris, settings)
-    result = compare(scored, [b.config.aggregation for b in bundles], rules)
-    validated = challenger.tags.get("mammo.validation") == "passed"
-    decision = decide(result, rules.margin, rules.floor, champion is not None, validated)
-
+    keep = tuple(col for col in protocol.subgroups.columns if col in scored.columns)
+    breasts = breast_table(scored, [b.config.aggregation for b in bundles], keep)
+    comparison = compare(breasts, [b.config.threshold for b in bundles], protocol)
+    fact = _validation(challenger, client)
+    evaluations = comparison.evaluations
+    decision = decide(
+        protocol,
+        fact.status,
+        fact.detail,
+        evaluations["challenger"],
+        evaluations.get("champion"),
+        comparison.differences,
+        comparison.subgroups,
+    )
+    data_hash = manifest_hash(data)
     with promotion_lock(name):
-        applied = _apply(client, name, challenger, champion, decision, result, rules)
-    if applied is None:
-        return _unchanged(name, challenger, "a concurrent promotion of it came first")
-    decision = applied
-    outcome = {
-        "decision": "promoted" if decision.promote else "refused",
-        "reason": decision.reason,
-        "challenger": challenger.version,
-        "champion_before": champion.version if champion else None,
-        "champion": challenger.version if decision.promote else (champion and champion.version),
-        "metric": rules.metric,
-        "challenger_value": result.challenger_value,
-        "champion_value": result.champion_value,
-        "diff": result.diff,
-        "ci": [result.ci_low, result.ci_high],
-        "breasts": result.n,
-    }
-    logger.info("Promotion of %s v%s: %s", name, challenger.version, decision.reason)
-    _publish(name, outcome)
-    return outcome
+        applied = _check_champion(client, name, challenger, champion, decision)
+        if applied is None:
+            why = "a concurrent promotion of it came first"
+            return _unchanged(name, challenger, "unchanged", why)
+        document = decision_document(
+            name, challenger, champion, applied, protocol, comparison, data, data_hash
+        )
+        document["validation"] = fact.to_dict()
+        _record(client, name, challenger, champion, document)
+        if applied.promote:  # last, one atomic step: a failure before it moves nothing
+            if champion is not None:
+                client.set_model_version_tag(name, challenger.version, PREVIOUS, champion.version)
+            client.set_registered_model_alias(name, tracking.CHAMPION, challenger.version)
+    config = bundles[0].config
+    card = publish_card(
+        client,
+        name,
+        challenger,
+        data,
+        document,
+        comparison,
+        breasts,
+        config.threshold,
+        config.aggregation,
+    )
+    document["model_card"] = card
+    logger.info("Promotion of %s v%s: %s", name, challenger.version, applied.reason)
+    publish_markdown(name, document)
+    return summary(document)
 
 
-def _apply(
+def _validation(version: ModelVersion, client: MlflowClient) -> Any:
+    """The validation of the exact manifest the version trained on, where it was trained."""
+    tags = client.get_run(str(version.run_id)).data.tags
+    data = version.tags.get("mammo.data") or tags.get("mammo.data", "")
+    data_hash = version.tags.get("mammo.data_hash") or tags.get("mammo.data_hash", "")
+    if not data or not data_hash:
+        from tasks.lineage import ValidationFact
+
+        return ValidationFact("not-run", f"version {version.version} records no training data")
+    return validation_fact(data, data_hash)
+
+
+def _check_champion(
     client: MlflowClient,
     name: str,
     challenger: ModelVersion,
     champion: ModelVersion | None,
     decision: Decision,
-    result: BootstrapResult,
-    policy: PromotionPolicy,
 ) -> Decision | None:
-    """Under the lock: compare-and-set of the champion alias, and the record of the decision.
-
-    Refused if the champion is no longer the version the challenger was compared with. None
-    (nothing recorded, nothing moved) if the challenger already is the champion: a concurrent
-    promotion of the same challenger held the lock first, and its record stands.
-    """
-    current = _alias(client, name, tracking.CHAMPION)
+    """Under the lock, the compare of the compare-and-set: the decision stands only if the
+    champion is still the version the challenger was compared with. None (nothing to record,
+    nothing to move) if the challenger already is the champion: a concurrent promotion of the
+    same challenger held the lock first, and its record stands."""
+    current = tracking.alias_version(client, name, tracking.CHAMPION)
     if current is not None and current.version == challenger.version:
         return None
     if (current and current.version) != (champion and champion.version):
-        decision = Decision(False, "the champion changed during the comparison; run again")
-    _record(client, name, challenger, champion, decision, result, policy)
-    if decision.promote:  # last, one atomic step: a failure before it moves nothing
-        if champion is not None:
-            client.set_model_version_tag(name, challenger.version, PREVIOUS, champion.version)
-        client.set_registered_model_alias(name, tracking.CHAMPION, challenger.version)
+        moved = Rule("champion unchanged", False, "the champion changed during the comparison", "")
+        return Decision(REFUSED, f"{moved.observed}; run again", (*decision.rules, moved))
     return decision
 
 
-def _unchanged(name: str, challenger: ModelVersion, why: str) -> dict[str, Any]:
-    outcome = {
-        "decision": "unchanged",
-        "reason": f"version {challenger.version} is the champion: {why}",
-        "challenger": challenger.version,
-        "champion": challenger.version,
+def decision_document(
+    name: str,
+    challenger: ModelVersion,
+    champion: ModelVersion | None,
+    decision: Decision,
+    protocol: PromotionProtocol,
+    comparison: Comparison,
+    data: str,
+    data_hash: str,
+) -> dict[str, Any]:
+    """Everything the decision rests on, as one JSON-serialisable document."""
+    evaluation = comparison.evaluations["challenger"]
+    return {
+        "schema": "mammo.promotion-decision/1",
+        "model": name,
+        **decision.to_dict(),
+        "challenger": _version(challenger),
+        "champion": _version(champion) if champion is not None else None,
+        "protocol": {
+            "name": protocol.name,
+            "version": protocol.version,
+            "source": protocol.source,
+            "hash": protocol.content_hash(),
+            "content": protocol.to_dict(),
+        },
+        "data": {"location": data, "hash": data_hash},
+        "holdout": {k: evaluation[k] for k in ("n_patients", "n_breasts", "n_positive")},
+        **comparison.to_dict(),
+        "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    run_logger().info("Promotion of %s v%s: %s", name, challenger.version, outcome["reason"])
-    _publish(name, outcome)
-    return outcome
+
+
+def _version(version: ModelVersion) -> dict[str, Any]:
+    tags = version.tags
+    return {
+        "version": str(version.version),
+        "run_id": version.run_id,
+        "threshold": tags.get("mammo.threshold", ""),
+        "data_hash": tags.get("mammo.data_hash", ""),
+    }
+
+
+def summary(document: dict[str, Any]) -> dict[str, Any]:
+    """The flow's return value: the decision and where its documents are."""
+    champion = document.get("champion") or {}
+    promoted = document["outcome"] == PROMOTED
+    out = {
+        "decision": document["outcome"],
+        "reason": document["reason"],
+        "challenger": document["challenger"]["version"],
+        "champion_before": champion.get("version"),
+        "champion": document["challenger"]["version"] if promoted else champion.get("version"),
+        "protocol": f"{document['protocol']['name']} v{document['protocol']['version']}",
+        "protocol_hash": document["protocol"]["hash"],
+        "holdout": document["holdout"],
+        "rules": document["rules"],
+    }
+    out.update(document.get("model_card", {}))
+    return out
 
 
 def _record(
@@ -218,77 +260,44 @@ def _record(
     name: str,
     challenger: ModelVersion,
     champion: ModelVersion | None,
-    decision: Decision,
-    result: BootstrapResult,
-    policy: PromotionPolicy,
+    document: dict[str, Any],
 ) -> None:
-    """The decision, its figures and its reason as tags on both versions."""
-    now = datetime.now(UTC).isoformat(timespec="seconds")
-    verdict = "promoted" if decision.promote else "refused"
-    figures = {
-        "metric": policy.metric,
-        "challenger_value": result.challenger_value,
-        "champion_value": result.champion_value,
-        "diff": result.diff,
-        "ci_low": result.ci_low,
-        "ci_high": result.ci_high,
-        "breasts": result.n,
-        "margin": policy.margin,
-    }
+    """The decision as tags on both versions and as an artifact of the challenger's run."""
+    text = json.dumps(document, indent=2, default=str)
+    stamp = document["decided_at"].replace(":", "")
+    client.log_text(str(challenger.run_id), text, f"promotion/{DECISION_FILE}")
+    client.log_text(str(challenger.run_id), text, f"promotion/history/decision-{stamp}.json")
+    primary = document["protocol"]["content"]["primary"]["metric"]
+    figure = (document.get("differences") or {}).get(primary) or {}
     tags = {
-        "mammo.promotion.decision": verdict,
-        "mammo.promotion.reason": decision.reason,
-        "mammo.promotion.at": now,
+        "mammo.promotion.decision": document["outcome"],
+        "mammo.promotion.reason": document["reason"][:4900],
+        "mammo.promotion.at": document["decided_at"],
         "mammo.promotion.compared_to": champion.version if champion else "none",
-        **{f"mammo.promotion.{k}": _text(v) for k, v in figures.items()},
+        "mammo.promotion.protocol": document["protocol"]["name"],
+        "mammo.promotion.protocol_hash": document["protocol"]["hash"],
+        "mammo.promotion.breasts": str(document["holdout"]["n_breasts"]),
+        "mammo.promotion.positive_breasts": str(document["holdout"]["n_positive"]),
+        **{f"mammo.promotion.{k}": f"{v:.6g}" for k, v in figure.items() if k != "n"},
     }
     for key, value in tags.items():
         client.set_model_version_tag(name, challenger.version, key, value)
     if champion is not None:
         for key, value in {
             "mammo.promotion.challenged_by": challenger.version,
-            "mammo.promotion.challenge_decision": verdict,
-            "mammo.promotion.challenge_reason": decision.reason,
-            "mammo.promotion.challenge_at": now,
+            "mammo.promotion.challenge_decision": document["outcome"],
+            "mammo.promotion.challenge_reason": document["reason"][:4900],
+            "mammo.promotion.challenge_at": document["decided_at"],
         }.items():
             client.set_model_version_tag(name, champion.version, key, value)
 
 
-def _text(value: float | int | str) -> str:
-    if isinstance(value, str):
-        return value
-    return "nan" if isinstance(value, float) and np.isnan(value) else f"{value:.6g}"
-
-
-@task(name="rollback-champion")
-def rollback_champion(settings: Settings) -> dict[str, Any]:
-    """Give ``champion`` back to the version it replaced."""
-    client, name = tracking.client(settings), settings.model_name
-    with promotion_lock(name):
-        current = _alias(client, name, tracking.CHAMPION)
-        if current is None:
-            raise PromotionError(f"{name} has no champion to roll back")
-        previous = current.tags.get(PREVIOUS)
-        if not previous:
-            raise PromotionError(f"{name} v{current.version} replaced no earlier champion")
-        client.set_registered_model_alias(name, tracking.CHAMPION, previous)
-        now = datetime.now(UTC).isoformat(timespec="seconds")
-        client.set_model_version_tag(name, current.version, "mammo.promotion.rolled_back_at", now)
-        client.set_model_version_tag(
-            name, previous, "mammo.promotion.restored_from", current.version
-        )
-    outcome = {"decision": "rolled back", "champion": previous, "replaced": current.version}
-    run_logger().info("Rolled %s back from v%s to v%s", name, current.version, previous)
-    _publish(name, outcome)
-    return outcome
-
-
-def _publish(name: str, outcome: dict[str, Any]) -> None:
-    if TaskRunContext.get() is None:
-        return
-    rows = "\n".join(f"| {key} | {value} |" for key, value in outcome.items())
-    create_markdown_artifact(
-        key="model-promotion",
-        markdown=f"# Promotion of {name}\n\n| | |\n|---|---|\n{rows}\n",
-        description=f"{name}: {outcome['decision']}",
-    )
+def _unchanged(name: str, challenger: ModelVersion, outcome: str, why: str) -> dict[str, Any]:
+    result = {
+        "decision": outcome,
+        "reason": f"version {challenger.version}: {why}",
+        "challenger": challenger.version,
+        "champion": challenger.version if outcome == "unchanged" else None,
+    }
+    run_logger().info("Promotion of %s v%s: %s", name, challenger.version, result["reason"])
+    return result

@@ -23,9 +23,20 @@ from tasks.storage import open_store, read_parquet
 SCORE_COLUMNS = [c.IMAGE_ID, c.FINGERPRINT, c.PNG, *c.PREDICTION_TIME_COLUMNS]
 
 
+class ScoringError(ValueError):
+    """A model URI that could change meaning during a run (an alias)."""
+
+
 @cache
 def load_bundle(model_uri: str, tracking_uri: str) -> ModelBundle:
-    """The bundle behind a registered pyfunc model (cached per process)."""
+    """The bundle behind a registered pyfunc model (cached per process).
+
+    Only URIs that name one version are accepted (``models:/name/N``, ``runs:/...``): an
+    alias is resolved once per run by the caller (tasks.tracking.pin_model_uri), so a
+    cached or re-resolved alias can never score one run with two versions.
+    """
+    if "@" in model_uri:
+        raise ScoringError(f"resolve {model_uri} to a version first (pin_model_uri)")
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     model = mlflow.pyfunc.load_model(model_uri)

@@ -54,3 +54,8 @@ class Settings:
             mlflow_experiment=env.get("MLFLOW_EXPERIMENT_NAME", "mammo"),
             model_name=env.get("MAMMO_MODEL_NAME", "mammo-cancer"),
         )
+
+
+def default_out() -> str:
+    """Where decoded data goes when a flow or deployment is given none: $MAMMO_HOME/data."""
+    return str(Settings.from_env().home / "data")

@@ -191,3 +191,33 @@ def _wait_ready(
         if current.status == "FAILED_REGISTRATION" or time.monotonic() > deadline:
             raise RegistryError(f"{name} version {version} is {current.status}")
         time.sleep(0.5)
+
+
+def alias_version(mlflow_client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    """The version ``alias`` names, or None when it names none (or the model does not exist)."""
+    try:
+        return mlflow_client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise RegistryError(f"reading {name}@{alias}: {exc.message}") from exc
+
+
+_ALIAS_URI = re.compile(r"models:/(?P<name>[^/@]+)@(?P<alias>[^/@]+)")
+
+
+def pin_model_uri(settings: Settings, model_uri: str) -> tuple[str, str | None]:
+    """``models:/name@alias`` -> (``models:/name/N``, "N"), resolved once: everything a run
+    scores then uses the same version, whatever moves the alias meanwhile. Other URIs are
+    returned as they are, with the version when they name one."""
+    match = _ALIAS_URI.fullmatch(model_uri)
+    if match is None:
+        pinned = re.fullmatch(r"models:/[^/@]+/(\d+)", model_uri)
+        return model_uri, pinned.group(1) if pinned else None
+    name, alias = match["name"], match["alias"]
+    version = alias_version(client(settings), name, alias)
+    if version is None:
+        raise RegistryError(
+            f"{name} has no version with the alias @{alias} in {settings.mlflow_tracking_uri}"
+        )
+    return f"models:/{name}/{version.version}", str(version.version)

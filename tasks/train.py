@@ -27,16 +27,20 @@ from prefect import task
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+from mammo import clinical, plots
 from mammo import contract as c
-from mammo import plots
+from mammo.clinical import operating_point
 from mammo.features import MetadataEncoder
 from mammo.inference import BundleConfig, ModelBundle
 from mammo.metrics import aggregate_breasts, best_threshold_f1
+from mammo.model_card import data_summary
 from mammo.splits import Split, SplitConfig, assign_splits
 from mammo.training import Target, TrainConfig, build_model
 from tasks import tracking
 from tasks.cluster import cluster_gpus, ensure_ray, publish_training_metrics
+from tasks.lineage import manifest_hash
 from tasks.logs import run_logger
+from tasks.model_card import EVALUATION_DIR
 from tasks.settings import Settings
 from tasks.storage import open_store, read_parquet
 from tasks.train_data import (
@@ -70,13 +74,9 @@ class TrainOutcome:
     resumed: bool
     epochs_run: int
     threshold: float | None
+    aggregation: str
     metrics: dict[str, float]
     rows: dict[str, int]
-
-
-def manifest_hash(data: str) -> str:
-    store = open_store(data)
-    return hashlib.sha256(store.read_bytes(c.MANIFEST_FILE)).hexdigest()
 
 
 def load_frame(data: str, cfg: TrainConfig, split_cfg: SplitConfig) -> pd.DataFrame:
@@ -238,10 +238,13 @@ def _fit_and_log(
         threshold = None if math.isnan(best) else float(best)
     metrics = {}
     for split, frame_p in predictions.items():
-        report = _report(target, frame_p, cfg)
+        report = _report(target, frame_p, cfg, threshold)
+        if split != Split.VAL:  # the threshold is chosen on validation, only applied elsewhere
+            report = {k: v for k, v in report.items() if k not in ("best_f1", "best_threshold")}
         metrics.update({f"{split}_{k}": v for k, v in report.items() if math.isfinite(v)})
     mlflow.log_metrics(metrics)
     mlflow.log_dict(history, "history.json")
+    _log_evaluations(predictions, frame, target, cfg, threshold, data, data_hash)
 
     bundle = ModelBundle(
         model,
@@ -277,6 +280,7 @@ def _fit_and_log(
         resumed=run.resumed,
         epochs_run=len(history),
         threshold=threshold,
+        aggregation=cfg.aggregation,
         metrics=metrics,
         rows={k: int((frame[c.SPLIT] == k).sum()) for k in ("train", "val", "holdout")},
     )
@@ -310,13 +314,49 @@ def _predict(model: torch.nn.Module, dataset: ray.data.Dataset, target: Target) 
     return frame
 
 
-def _report(target: Target, frame: pd.DataFrame, cfg: TrainConfig) -> dict[str, float]:
+def _log_evaluations(
+    predictions: dict[str, pd.DataFrame],
+    frame: pd.DataFrame,
+    target: Target,
+    cfg: TrainConfig,
+    threshold: float | None,
+    data: str,
+    data_hash: str,
+) -> None:
+    """The clinical evaluation per split (validation: where the threshold was locked) and the
+    data counts, as run artifacts the model card is made from."""
+    summary = data_summary(frame, data, data_hash)
+    mlflow.log_dict(summary, f"{EVALUATION_DIR}/data.json")
+    if not target.is_binary:
+        return
+    for split, frame_p in predictions.items():
+        breasts = aggregate_breasts(frame_p, c.PROBABILITY, cfg.aggregation, label_col=LABEL)
+        if breasts.empty:
+            continue
+        evaluation = clinical.evaluate(
+            breasts, c.PROBABILITY, threshold, clinical.EvaluationConfig(), label_col=LABEL
+        )
+        mlflow.log_dict(evaluation, f"{EVALUATION_DIR}/{split}.json")
+
+
+def _report(
+    target: Target, frame: pd.DataFrame, cfg: TrainConfig, threshold: float | None
+) -> dict[str, float]:
+    """The target's report, and for a binary target the figures at the locked threshold."""
     renamed = frame.rename(columns={LABEL: target.column})
     if target.is_binary:
         probabilities = renamed[c.PROBABILITY].to_numpy()
     else:
         probabilities = renamed[[f"{c.PROBABILITY}_{k}" for k in target.classes]].to_numpy()
-    return {k: float(v) for k, v in target.report(renamed, probabilities, cfg.aggregation).items()}
+    report = target.report(renamed, probabilities, cfg.aggregation)
+    if target.is_binary and threshold is not None:
+        breasts = aggregate_breasts(frame, c.PROBABILITY, cfg.aggregation, label_col=LABEL)
+        point = operating_point(breasts[LABEL], breasts[c.PROBABILITY], threshold)
+        report.update({k: point[k] for k in LOCKED_FIGURES})
+    return {k: float(v) for k, v in report.items()}
+
+
+LOCKED_FIGURES = ("sensitivity", "specificity", "recall_rate")
 
 
 def _log_plots(

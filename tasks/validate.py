@@ -8,11 +8,13 @@ there and trains nothing.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import TaskRunContext
@@ -20,8 +22,9 @@ from prefect.context import TaskRunContext
 from mammo import contract as c
 from mammo.preprocess import PreprocessConfig
 from tasks.ingest import INGEST_SUMMARY_FILE
+from tasks.lineage import record_validation
 from tasks.logs import run_logger
-from tasks.storage import open_store, read_parquet
+from tasks.storage import open_store
 from tasks.validate_gx import (
     DataValidationError,
     ValidationConfig,
@@ -51,18 +54,22 @@ def validate_data(raw: str, data: str, config: dict[str, Any] | None = None) -> 
         na_values=[""],
     )
     columns = [f.name for f in c.MANIFEST_SCHEMA]
-    manifest = read_parquet(out, c.MANIFEST_FILE, columns).to_pandas()
+    manifest_bytes = out.read_bytes(c.MANIFEST_FILE)  # one read: the hash names what is checked
+    data_hash = hashlib.sha256(manifest_bytes).hexdigest()
+    manifest = pq.read_table(io.BytesIO(manifest_bytes), columns=columns).to_pandas()
     reports = [
         validate_raw_metadata(csv, cfg),
         validate_decoded_set(
             manifest, int(summary["csv_rows"]), int(summary["quarantined_csv_rows"]), cfg
         ),
     ]
+    documents = {}
     for report in reports:
-        out.write_bytes(
-            f"{c.VALIDATION_DIR}/{report.suite}.json",
-            json.dumps(report.to_dict(), indent=2, default=str).encode(),
-        )
+        document = json.dumps(report.to_dict(), indent=2, default=str).encode()
+        out.write_bytes(f"{c.VALIDATION_DIR}/{report.suite}.json", document)
+        documents[report.suite] = (report.success, document)
+    where = record_validation(data, data_hash, documents)
+    logger.info("Validation of manifest %s recorded in %s", data_hash[:12], where)
     _publish(reports)
     failed = [r for r in reports if not r.success]
     for report in reports:
@@ -74,7 +81,7 @@ def validate_data(raw: str, data: str, config: dict[str, Any] | None = None) -> 
         )
     if failed:
         raise DataValidationError(*failed)
-    return {r.suite: r.statistics for r in reports}
+    return {"manifest_hash": data_hash, **{r.suite: r.statistics for r in reports}}
 
 
 def _publish(reports: list[ValidationReport]) -> None:

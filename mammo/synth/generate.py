@@ -8,6 +8,8 @@ same SynthConfig gives byte-identical files whatever the number of workers.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import multiprocessing
 import os
 import re
@@ -33,6 +35,7 @@ from mammo.contract import (
     MACHINE_ID,
     PATIENT_ID,
     SITE_ID,
+    SYNTHETIC_MARKER,
     VIEW,
     Subset,
     csv_name,
@@ -252,6 +255,9 @@ def generate(
     if out_dir.exists() and any(out_dir.iterdir()):
         raise OutputNotEmptyError(f"{out_dir} is not empty")
     meta = build_metadata(cfg.seed, cfg.patients, cfg.n_test_patients, cfg.positive_rate)
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "workers"}
+    marker = {"generator": "mammo synth", **settings}  # what was made, not how fast
+    write_atomic(out_dir / SYNTHETIC_MARKER, json.dumps(marker, default=str).encode())
     write_atomic(out_dir / csv_name(Subset.TRAIN), meta.train.to_csv(index=False).encode())
     jobs = list(image_jobs(Subset.TRAIN, meta.train))
     if cfg.with_test:

@@ -11,6 +11,7 @@ import pytest
 
 from flows.demo import PREPROCESS, SPLIT, TRAIN, VALIDATION
 from tests.support.data import make_raw
+from tests.support.protocols import protocol_file
 
 
 @dataclass(frozen=True)
@@ -20,9 +21,10 @@ class Pipeline:
     home: Path
     tracking_uri: str
     result: dict[str, Any]
+    protocol: str  # the small-holdout protocol it was promoted under
 
 
-def run_nightly(raw: Path, out: Path) -> dict[str, Any]:
+def run_nightly(raw: Path, out: Path, protocol: str | None = None) -> dict[str, Any]:
     """The nightly flow with the demo's settings (flows/demo.py)."""
     from flows.nightly import nightly
 
@@ -34,6 +36,7 @@ def run_nightly(raw: Path, out: Path) -> dict[str, Any]:
         train_config=TRAIN,
         split=SPLIT,
         validation=VALIDATION,
+        protocol=protocol,
     )
 
 
@@ -41,7 +44,8 @@ def run_nightly(raw: Path, out: Path) -> dict[str, Any]:
 def pipeline(
     prefect_server: str, ray_cluster: dict[str, object], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Pipeline]:
-    """40 synthetic patients (25 % positive breasts, with a test set) through the nightly flow.
+    """40 synthetic patients (25 % positive breasts, with a test set) through the nightly flow,
+    promoted under the small-holdout test protocol (tests/support/protocols.py).
 
     MAMMO_HOME and MLFLOW_TRACKING_URI point at this session's own store while it lasts
     (mlflow.set_tracking_uri writes the variable; monkeypatch restores it afterwards).
@@ -53,5 +57,6 @@ def pipeline(
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MAMMO_HOME", str(home))
         patch.setenv("MLFLOW_TRACKING_URI", uri)
-        result = run_nightly(raw, root / "out")
-        yield Pipeline(raw, root / "out", home, uri, result)
+        protocol = protocol_file(root / "protocols")
+        result = run_nightly(raw, root / "out", protocol)
+        yield Pipeline(raw, root / "out", home, uri, result, protocol)

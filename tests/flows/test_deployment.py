@@ -18,6 +18,7 @@ from mlflow import MlflowClient
 
 from tests.flows.conftest import PREPROCESS, SPLIT, VALIDATION
 from tests.support.data import make_raw
+from tests.support.protocols import protocol_file
 from tests.support.servers import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -117,6 +118,7 @@ def test_deploy_all_then_a_worker_runs_the_nightly_deployment_to_completion(
     for name in (
         "nightly/nightly",
         "ingest/ingest",
+        "validate/validate",
         "train/train",
         "promote/promote",
         "predict/predict",
@@ -145,15 +147,65 @@ def test_deploy_all_then_a_worker_runs_the_nightly_deployment_to_completion(
         run_id = next(line.split()[-1] for line in started.splitlines() if "UUID" in line)
         state = _wait_for_terminal(run_id, env, timeout=900)
         assert state == "COMPLETED", (root / "worker.log").read_text()[-5000:]
+
+        client = MlflowClient(env["MLFLOW_TRACKING_URI"], registry_uri=env["MLFLOW_TRACKING_URI"])
+        version = client.get_model_version_by_alias("mammo-cancer", "challenger")
+        run = client.get_run(version.run_id)
+        assert run.data.tags["mammo.prefect_flow_run_id"] != ""
+        assert version.tags["mammo.validation"] == "passed"
+        assert (root / "out" / "manifest.parquet").is_file()
+        # 24 patients: the shipped protocol has too little evidence to decide
+        assert (
+            "mammo.promotion.decision"
+            in client.get_model_version("mammo-cancer", version.version).tags
+        )
+        assert _alias(client, "champion") is None
+
+        _four_deployments_one_after_another_promote(root, raw, env, client)
     finally:
         _stop(worker)
 
-    client = MlflowClient(env["MLFLOW_TRACKING_URI"], registry_uri=env["MLFLOW_TRACKING_URI"])
-    version = client.get_model_version_by_alias("mammo-cancer", "challenger")
-    run = client.get_run(version.run_id)
-    assert run.data.tags["mammo.prefect_flow_run_id"] != ""
-    assert version.tags["mammo.validation"] == "passed"
-    assert (root / "out" / "manifest.parquet").is_file()
+
+def _alias(client: MlflowClient, alias: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias("mammo-cancer", alias).version)
+    except Exception:  # noqa: BLE001 - MLflow's error for a missing alias varies by store
+        return None
+
+
+def _four_deployments_one_after_another_promote(
+    root: Path, raw: Path, env: dict[str, str], client: MlflowClient
+) -> None:
+    """ingest, validate, train, promote as four deployment runs into a new OUT: the version
+    train registers finds the validation that validate recorded, and promote decides."""
+    out = str(root / "out-by-hand")
+    # the tests' 24-patient holdout (about 10 breasts): minimums it clears; the model's
+    # quality is not this test's subject (3 epochs), so no floor
+    protocol = protocol_file(
+        root / "protocols",
+        evidence={"min_breasts": 4, "min_positive_breasts": 1},
+        first_model={"auc": 0.0},
+    )
+    steps = [
+        ("ingest/ingest", {"out": out, "shard_size": 32, "preprocess": PREPROCESS}),
+        ("validate/validate", {"data": out, "config": VALIDATION}),
+        ("train/train", {"data": out, "config": FAST_TRAIN, "split": SPLIT}),
+        ("promote/promote", {"data": out, "protocol": protocol}),
+    ]
+    for name, params in steps:
+        args = ["deployment", "run", name]
+        for key, value in params.items():
+            args += ["--param", f"{key}={json.dumps(value)}"]
+        started = _prefect(args, env)
+        run_id = next(line.split()[-1] for line in started.splitlines() if "UUID" in line)
+        state = _wait_for_terminal(run_id, env, timeout=600)
+        assert state == "COMPLETED", (name, (root / "worker.log").read_text()[-5000:])
+    champion = _alias(client, "champion")
+    assert champion is not None
+    version = client.get_model_version("mammo-cancer", champion)
+    assert version.tags["mammo.data"] == out and version.tags["mammo.validation"] == "passed"
+    assert version.tags["mammo.promotion.decision"] == "promoted"
+    assert version.tags["mammo.promotion.protocol"] == "tests-small-holdout"
 
 
 def _wait_for_terminal(run_id: str, env: dict[str, str], timeout: float) -> str:

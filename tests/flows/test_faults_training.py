@@ -52,12 +52,14 @@ from flows.demo import SPLIT
 from flows.promote import promote
 from flows.train import register_model, train
 from tasks import tracking
-from tasks.promote import promotion_lock
+from tasks.lineage import validation_fact
+from tasks.registry import promotion_lock
 from tasks.settings import Settings
 from tasks.train import TrainOutcome, train_model
 from tests.flows.conftest import Pipeline
 from tests.flows.test_promote import Registry, invert, keep
 from tests.support.mlflow_server import FaultyProxy, MlflowServer
+from tests.support.protocols import protocol_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -399,7 +401,7 @@ def test_registration_with_the_mlflow_server_down_fails_clearly_and_registers_on
                 client, settings.model_name, outcome.model_uri, outcome.run_id, tags
             )
         with pytest.raises(tracking.RegistryError, match=re.escape(server.url)):
-            register_model.fn(outcome, settings, "passed")
+            register_model.fn(outcome, settings, validation_fact(outcome.data, outcome.data_hash))
     finally:
         server.start()  # same port, same store
     message = str(direct.value)
@@ -407,7 +409,9 @@ def test_registration_with_the_mlflow_server_down_fails_clearly_and_registers_on
     assert f"127.0.0.1:{server.port}" in message and "retrying is safe" in message
 
     assert versions_of_run(client, settings.model_name, outcome.run_id) == []  # nothing half-made
-    registered = register_model.fn(outcome, settings, "passed")
+    registered = register_model.fn(
+        outcome, settings, validation_fact(outcome.data, outcome.data_hash)
+    )
     versions = versions_of_run(client, settings.model_name, outcome.run_id)
     assert versions == [registered["version"]]
     assert challenger(client, settings.model_name) == registered["version"]
@@ -440,7 +444,7 @@ def test_an_answer_lost_after_the_server_created_the_version_leaves_one_version(
 
 @flow(name="register-only")
 def register_only(outcome: TrainOutcome, settings: Settings) -> dict[str, str]:
-    return register_model(outcome, settings, "passed")
+    return register_model(outcome, settings, validation_fact(outcome.data, outcome.data_hash))
 
 
 def test_the_register_task_retries_through_a_short_outage_of_the_mlflow_server(
@@ -480,7 +484,7 @@ VERSION_KEYS = ("challenger", "champion_before", "champion")
 
 
 def at_the_lock(thread: threading.Thread) -> bool | None:
-    """True while ``thread`` is inside tasks.promote.promotion_lock, acquiring it (once
+    """True while ``thread`` is inside tasks.registry.promotion_lock, acquiring it (once
     acquired, the generator is suspended and off the stack); None otherwise."""
     frame = sys._current_frames().get(thread.ident or -1)
     while frame is not None:
@@ -493,7 +497,8 @@ def at_the_lock(thread: threading.Thread) -> bool | None:
 def start_promotion(registry: Registry) -> Background[Any]:
     """A promote flow in a thread, returning its final state (for the flow run id)."""
     data = str(registry.pipeline.out)
-    return Background(lambda: promote(data=data, policy={}, return_state=True))
+    protocol = protocol_file(registry.pipeline.home / "protocols" / registry.name)
+    return Background(lambda: promote(data=data, protocol=protocol, return_state=True))
 
 
 def finish(runs: list[Background[Any]]) -> tuple[list[Any], list[dict[str, Any]]]:
@@ -544,7 +549,7 @@ def with_a_champion(
     """A registered model whose first version (a poor one) is the champion."""
     registry = Registry(pipeline, name, monkeypatch)
     first = registry.register(invert)
-    assert registry.promote(floor=0.0)["decision"] == "promoted"
+    assert registry.promote(first_model={"auc": 0.0})["decision"] == "promoted"
     return registry, first
 
 

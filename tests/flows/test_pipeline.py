@@ -9,6 +9,7 @@ it fails on a model that learned nothing, not on seed noise.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import mlflow
@@ -85,14 +86,57 @@ def test_the_challenger_is_registered_and_scores_png_bytes_through_pyfunc(
     assert scores[c.PROBABILITY][labels == 1].mean() > scores[c.PROBABILITY][labels == 0].mean()
 
 
-def test_the_first_model_became_champion_above_the_floor(pipeline: Pipeline) -> None:
+def test_the_first_model_became_champion_under_the_protocol_with_its_card(
+    pipeline: Pipeline,
+) -> None:
     promotion = pipeline.result["promotion"]
     assert promotion["decision"] == "promoted", promotion
-    assert "first model" in promotion["reason"]
+    assert "first model, every floor cleared" in promotion["reason"]
+    assert promotion["protocol"] == "tests-small-holdout v1"
+    assert {r["name"] for r in promotion["rules"]} >= {"validation", "evidence", "floor auc"}
     name = Settings.from_env().model_name
     champion = registry(pipeline).get_model_version_by_alias(name, "champion")
     assert champion.run_id == pipeline.result["run_id"]
-    assert champion.tags["mammo.promotion.decision"] == "promoted"
+    tags = champion.tags
+    assert tags["mammo.promotion.decision"] == "promoted"
+    assert tags["mammo.promotion.protocol_hash"] == promotion["protocol_hash"]
+    assert tags["mammo.model_card"] == promotion["model_card"]
+
+    decision = json.loads(Path(promotion["decision_file"]).read_text())
+    assert decision["outcome"] == "promoted" and decision["champion"] is None
+    assert decision["data"]["hash"] == tags["mammo.data_hash"]
+    assert decision["validation"]["status"] == "passed"
+    holdout = decision["evaluations"]["challenger"]
+    assert holdout["n_breasts"] == promotion["holdout"]["n_breasts"] >= 8
+    assert holdout["operating_point"]["threshold"] == pytest.approx(float(tags["mammo.threshold"]))
+    card = Path(promotion["model_card"]).read_text()
+    assert "**promoted** against no champion (first model)" in card
+    assert "synthetic images" in card and "AUC, DeLong" in card
+    assert Path(promotion["model_card_html"]).read_text().startswith("<!doctype html>")
+    artifacts = {a.path for a in registry(pipeline).list_artifacts(champion.run_id, "model_card")}
+    assert {"model_card/model_card.md", "model_card/model_card.html"} <= artifacts
+
+
+def test_the_threshold_is_locked_on_validation_and_only_applied_to_the_holdout(
+    pipeline: Pipeline,
+) -> None:
+    metrics = pipeline.result["metrics"]
+    assert "val_best_threshold" in metrics and "val_best_f1" in metrics
+    assert not any(k.startswith("holdout_best") for k in metrics), sorted(metrics)
+    assert {"holdout_sensitivity", "holdout_specificity", "holdout_recall_rate"} <= set(metrics)
+    client = registry(pipeline)
+    evaluation = json.loads(
+        Path(
+            client.download_artifacts(pipeline.result["run_id"], "evaluation/val.json")
+        ).read_text()
+    )
+    version = client.get_model_version_by_alias(Settings.from_env().model_name, "champion")
+    assert evaluation["operating_point"]["threshold"] == pytest.approx(
+        float(version.tags["mammo.threshold"])
+    )
+    assert evaluation["operating_point"]["threshold"] == pytest.approx(
+        metrics["val_best_threshold"]
+    )
 
 
 def test_batch_prediction_writes_one_probability_per_breast(
@@ -101,6 +145,9 @@ def test_batch_prediction_writes_one_probability_per_breast(
     name = Settings.from_env().model_name
     out = tmp_path / "submission.csv"
     summary = predict(raw=str(pipeline.raw), model=f"models:/{name}@champion", out=str(out))
+    champion = registry(pipeline).get_model_version_by_alias(name, "champion")
+    assert summary["model_uri"] == f"models:/{name}/{champion.version}"
+    assert json.loads(Path(f"{out}.json").read_text())["model_uri"] == summary["model_uri"]
 
     submission = pd.read_csv(out)
     test = pd.read_csv(pipeline.raw / "test.csv")

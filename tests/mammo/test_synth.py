@@ -326,7 +326,8 @@ def test_every_csv_row_has_its_file_and_every_file_its_row(
         for p, i in zip(frame[c.PATIENT_ID], frame[c.IMAGE_ID], strict=True)
     }
     found = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
-    assert found == expected | {"train.csv", "test.csv"}  # no temporary files left over
+    # no temporary files left over
+    assert found == expected | {"train.csv", "test.csv", c.SYNTHETIC_MARKER}
     assert summary.images == len(train) and summary.test_images == len(test)
     assert summary.patients == 6 and summary.test_patients == 2
     assert sum(summary.by_transfer_syntax.values()) == len(expected)
