@@ -437,6 +437,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
+    from tasks.logs import one_line_known_errors
+
+    one_line_known_errors(_known_errors())
     try:
         return handler(args)
     except Exception as exc:

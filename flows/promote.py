@@ -13,6 +13,7 @@ from mammo.protocol import PromotionProtocol
 from tasks.promote import promote_challenger
 from tasks.registry import rollback_champion
 from tasks.settings import Settings, default_out
+from tasks.storage import absolute_uri
 
 
 @flow(name="promote")
@@ -32,7 +33,7 @@ def promote(
     if rollback:
         return rollback_champion(settings, reason)
     rules = PromotionProtocol.load(protocol or None).with_primary(metric=metric, margin=margin)
-    return promote_challenger(data or default_out(), settings, rules)
+    return promote_challenger(absolute_uri(data or default_out()), settings, rules)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from tasks import tracking
 from tasks.lineage import ValidationFact, validation_fact
 from tasks.model_card import publish_card
 from tasks.settings import Settings, default_out
+from tasks.storage import absolute_uri
 from tasks.train import TrainOutcome, train_model
 
 
@@ -65,12 +66,15 @@ def train(
     under ``data`` (tasks.lineage): ``mammo validate`` first, or promotion refuses it.
     """
     settings = Settings.from_env()
-    data = data or default_out()
+    data = absolute_uri(data or default_out())
     train_config = TrainConfig.from_dict(config or {}).to_dict()
     split_config = SplitConfig.from_dict(split or {}).to_dict()
     lineage = {"mammo.prefect_flow_run_id": str(flow_run.id)}
     outcome = train_model(data, train_config, split_config, settings, lineage)
     validation = validation_fact(data, outcome.data_hash)
+    run_tags = {"mammo.validation": validation.status, "mammo.validation.detail": validation.detail}
+    for key, value in run_tags.items():  # lineage on the run too, for the MLflow UI
+        tracking.client(settings).set_tag(outcome.run_id, key, value)
     result: dict[str, Any] = {
         "run_id": outcome.run_id,
         "metrics": outcome.metrics,

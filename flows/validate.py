@@ -10,13 +10,14 @@ from typing import Any
 from prefect import flow
 
 from tasks.settings import default_out
+from tasks.storage import absolute_uri
 from tasks.validate import validate_data
 
 
 @flow(name="validate")
 def validate(raw: str, data: str = "", config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Both suites on the manifest under ``data``; the outcome is recorded under its hash."""
-    return validate_data(raw, data or default_out(), config)
+    return validate_data(raw, absolute_uri(data or default_out()), config)
 
 
 if __name__ == "__main__":

@@ -264,13 +264,16 @@ def _floor_rules(protocol: PromotionProtocol, evaluation: Mapping[str, Any]) -> 
 def _comparison_rules(
     protocol: PromotionProtocol, comparison: Mapping[str, BootstrapResult]
 ) -> list[Rule]:
-    margins = {
+    margins: dict[str, float | None] = {
         protocol.primary.metric: protocol.primary.margin,
         "sensitivity": protocol.operating_point.sensitivity_margin,
         "specificity": protocol.operating_point.specificity_margin,
     }
     rules = []
     for figure, margin in margins.items():
+        if margin is None:
+            rules.append(Rule(f"non-inferior {figure}", True, "not applied", "no such rule"))
+            continue
         result = comparison[figure]
         rules.append(
             Rule(

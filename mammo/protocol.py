@@ -56,12 +56,17 @@ class Evidence:
 
 @dataclass(frozen=True)
 class OperatingPoint:
-    sensitivity_margin: float = 0.05
-    specificity_margin: float = 0.02
+    """Margins of the paired differences at the locked thresholds; ``null`` (None) in the
+    file turns a rule off, and the decision then reports it as not required."""
+
+    sensitivity_margin: float | None = 0.05
+    specificity_margin: float | None = 0.02
 
     def check(self) -> None:
         for name in ("sensitivity_margin", "specificity_margin"):
-            _require(0 <= getattr(self, name) <= 1, f"operating_point.{name}", "in [0, 1]")
+            value = getattr(self, name)
+            ok = value is None or 0 <= value <= 1
+            _require(ok, f"operating_point.{name}", "in [0, 1], or null (no such rule)")
 
 
 @dataclass(frozen=True)
@@ -215,7 +220,10 @@ def _section(name: str, kind: type, content: Any) -> Any:
     values: dict[str, Any] = {}
     for key, value in content.items():
         default = getattr(kind(), key)
-        values[key] = _coerce(f"{name}.{key}", default, value)
+        nullable = "None" in str(known[key].type)
+        values[key] = (
+            None if value is None and nullable else _coerce(f"{name}.{key}", default, value)
+        )
     return kind(**values)
 
 

@@ -74,6 +74,11 @@ def history(settings: Settings) -> list[dict[str, str]]:
     client, name = tracking.client(settings), settings.model_name
     try:
         versions = client.search_model_versions(f"name='{name}'")
+        # search results do not carry aliases on every store: the registered model does
+        aliases: dict[str, list[str]] = {}
+        if versions:
+            for alias, number in client.get_registered_model(name).aliases.items():
+                aliases.setdefault(str(number), []).append(alias)
     except MlflowException as exc:
         raise tracking.RegistryError(f"listing {name}: {exc.message}") from exc
     rows = []
@@ -82,7 +87,7 @@ def history(settings: Settings) -> list[dict[str, str]]:
         rows.append(
             {
                 "version": str(version.version),
-                "aliases": ",".join(sorted(version.aliases)),
+                "aliases": ",".join(sorted(aliases.get(str(version.version), []))),
                 "created": datetime.fromtimestamp(version.creation_timestamp / 1000, UTC)
                 .isoformat(timespec="minutes")
                 .replace("+00:00", "Z"),

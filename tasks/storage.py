@@ -65,6 +65,13 @@ def open_store(uri: str) -> Store:
     raise ValueError(f"unsupported storage URI {uri!r}: use a local path or s3://bucket/prefix")
 
 
+def absolute_uri(uri: str) -> str:
+    """A local path made absolute (it is recorded and read back from elsewhere); S3 as is."""
+    if urlparse(uri).scheme in ("", "file"):
+        return str(Path(urlparse(uri).path if uri.startswith("file:") else uri).absolute())
+    return uri
+
+
 def join_uri(base: str, relpath: str) -> str:
     return f"{base.rstrip('/')}/{relpath}"
 

@@ -301,3 +301,13 @@ def test_paired_differences_use_each_models_own_figure_on_the_same_resamples() -
     assert both["same"] == alone
     assert both["shifted"].diff == pytest.approx(alone.diff + 0.1)
     assert both["shifted"].ci_low == pytest.approx(alone.ci_low + 0.1)
+
+
+def test_a_protocol_can_turn_an_operating_point_rule_off() -> None:
+    protocol = PromotionProtocol.from_dict({"operating_point": {"sensitivity_margin": None}})
+    decision = _decide(
+        champion=_evaluation(), differences=_differences(sens_low=-0.9), protocol=protocol
+    )
+    assert decision.outcome == PROMOTED, decision.reason
+    rule = next(r for r in decision.rules if r.name == "non-inferior sensitivity")
+    assert (rule.passed, rule.observed, rule.required) == (True, "not applied", "no such rule")

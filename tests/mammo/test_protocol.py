@@ -46,6 +46,8 @@ def test_the_hash_follows_the_content_not_the_file() -> None:
         ({"first_model": {"ppv": 0.1}}, "first_model.ppv must be one of"),
         ({"validation": {"required": "yes"}}, "validation.required must be true or false"),
         ({"subgroups": {"columns": "site_id"}}, "subgroups.columns must be a list"),
+        ({"primary": {"margin": None}}, "primary.margin must be a number"),
+        ({"operating_point": {"sensitivity_margin": 2}}, "in [0, 1], or null"),
         ({"evaluation": {"specificities": [0.9, 1.5]}}, "evaluation.specificities must be"),
     ],
 )
