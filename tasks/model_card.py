@@ -161,3 +161,15 @@ def publish_markdown(name: str, document: dict[str, Any]) -> None:
     create_markdown_artifact(
         key="model-promotion", markdown=markdown, description=f"{name}: {document['outcome']}"
     )
+
+
+def publish_note(name: str, outcome: str, reason: str) -> None:
+    """A promotion that decided nothing new (already champion, rolled back) as a Prefect
+    artifact of the same key, so every promote run shows its outcome in the UI."""
+    if TaskRunContext.get() is None:
+        return
+    create_markdown_artifact(
+        key="model-promotion",
+        markdown=f"# Promotion of {name}: {outcome}\n\n{reason}\n",
+        description=f"{name}: {outcome}",
+    )

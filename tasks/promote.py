@@ -36,7 +36,7 @@ from mammo.splits import SplitConfig, is_holdout
 from tasks import tracking
 from tasks.lineage import manifest_hash, validation_fact
 from tasks.logs import run_logger
-from tasks.model_card import publish_card, publish_markdown
+from tasks.model_card import publish_card, publish_markdown, publish_note
 from tasks.registry import PREVIOUS, ROLLED_BACK, PromotionError, promotion_lock
 from tasks.scoring import load_bundle, read_manifest, score_rows
 from tasks.settings import Settings
@@ -300,4 +300,5 @@ def _unchanged(name: str, challenger: ModelVersion, outcome: str, why: str) -> d
         "champion": challenger.version if outcome == "unchanged" else None,
     }
     run_logger().info("Promotion of %s v%s: %s", name, challenger.version, result["reason"])
+    publish_note(name, outcome, str(result["reason"]))
     return result
