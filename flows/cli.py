@@ -253,16 +253,17 @@ def _print_training(result: dict[str, Any]) -> None:
     print("\nModel:")
     for key in keys:
         if key in metrics:
-            print(f"  {key:<14} {metrics[key]:.3f}")
-    print(f"  MLflow run     {result['run_id']}")
+            _line(key, f"{metrics[key]:.3f}")
+    _line("MLflow run", result["run_id"])
     if "registered" in result:
         reg = result["registered"]
-        print(f"  registered     models:/{reg['name']}/{reg['version']} (alias @challenger)")
+        _line("registered", f"models:/{reg['name']}/{reg['version']} (alias @challenger)")
     uri = settings.mlflow_tracking_uri
-    if uri.startswith("sqlite:"):
-        print(f"  MLflow UI      mlflow ui --backend-store-uri {uri}")
-    else:
-        print(f"  MLflow UI      {uri}")
+    _line("MLflow UI", f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite:") else uri)
+
+
+def _line(label: str, value: object) -> None:
+    print(f"  {label:<20} {value}")
 
 
 def _print_pipeline(result: dict[str, Any]) -> None:
@@ -274,11 +275,11 @@ def _print_pipeline(result: dict[str, Any]) -> None:
     )
     _print_training(result)
     promotion = result.get("promotion", {})
-    print(f"  promotion      {promotion.get('decision')}: {promotion.get('reason', '')}")
+    _line("promotion", f"{promotion.get('decision')}: {promotion.get('reason', '')}")
     for key in ("model_card", "decision_file"):
         if promotion.get(key):
-            print(f"  {key.replace('_', ' '):<14} {promotion[key]}")
-    print("  Ray dashboard  logged above (live while a run lasts; `mammo up` keeps one running)")
+            _line(key.replace("_", " "), promotion[key])
+    _line("Ray dashboard", "logged above (live while a run lasts; `mammo up` keeps one running)")
 
 
 def build_parser() -> argparse.ArgumentParser:
