@@ -73,8 +73,9 @@ def train(
     outcome = train_model(data, train_config, split_config, settings, lineage)
     validation = validation_fact(data, outcome.data_hash)
     run_tags = {"mammo.validation": validation.status, "mammo.validation.detail": validation.detail}
+    client = tracking.client(settings)
     for key, value in run_tags.items():  # lineage on the run too, for the MLflow UI
-        tracking.client(settings).set_tag(outcome.run_id, key, value)
+        client.set_tag(outcome.run_id, key, value)
     result: dict[str, Any] = {
         "run_id": outcome.run_id,
         "metrics": outcome.metrics,

@@ -30,11 +30,11 @@ from prefect import task
 from mammo import contract as c
 from mammo.comparison import Comparison, compare
 from mammo.metrics import aggregate_breasts
-from mammo.promotion import PROMOTED, REFUSED, Decision, Rule, decide
+from mammo.promotion import NOT_VALIDATED, PROMOTED, REFUSED, Decision, Rule, decide
 from mammo.protocol import PromotionProtocol
 from mammo.splits import SplitConfig, is_holdout
 from tasks import tracking
-from tasks.lineage import manifest_hash, validation_fact
+from tasks.lineage import ValidationFact, manifest_hash, validation_fact
 from tasks.logs import run_logger
 from tasks.model_card import publish_card, publish_markdown, publish_note
 from tasks.registry import PREVIOUS, ROLLED_BACK, PromotionError, promotion_lock
@@ -162,15 +162,13 @@ def promote_challenger(
     return summary(document)
 
 
-def _validation(version: ModelVersion, client: MlflowClient) -> Any:
+def _validation(version: ModelVersion, client: MlflowClient) -> ValidationFact:
     """The validation of the exact manifest the version trained on, where it was trained."""
     tags = client.get_run(str(version.run_id)).data.tags
     data = version.tags.get("mammo.data") or tags.get("mammo.data", "")
     data_hash = version.tags.get("mammo.data_hash") or tags.get("mammo.data_hash", "")
     if not data or not data_hash:
-        from tasks.lineage import ValidationFact
-
-        return ValidationFact("not-run", f"version {version.version} records no training data")
+        return ValidationFact(NOT_VALIDATED, f"version {version.version} records no training data")
     return validation_fact(data, data_hash)
 
 

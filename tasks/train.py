@@ -29,7 +29,6 @@ from ray.train.torch import TorchTrainer
 
 from mammo import clinical, plots
 from mammo import contract as c
-from mammo.clinical import operating_point
 from mammo.features import MetadataEncoder
 from mammo.inference import BundleConfig, ModelBundle
 from mammo.metrics import aggregate_breasts, best_threshold_f1
@@ -351,7 +350,7 @@ def _report(
     report = target.report(renamed, probabilities, cfg.aggregation)
     if target.is_binary and threshold is not None:
         breasts = aggregate_breasts(frame, c.PROBABILITY, cfg.aggregation, label_col=LABEL)
-        point = operating_point(breasts[LABEL], breasts[c.PROBABILITY], threshold)
+        point = clinical.operating_point(breasts[LABEL], breasts[c.PROBABILITY], threshold)
         report.update({k: point[k] for k in LOCKED_FIGURES})
     return {k: float(v) for k, v in report.items()}
 
