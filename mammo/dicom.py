@@ -35,8 +35,9 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from mammo.contract import DICOM_WHITELIST, QuarantineReason
+from mammo.contract import DICOM_LUT_ATTRIBUTES, DICOM_WHITELIST, QuarantineReason
 from mammo.errors import MammoInputError
+from mammo.lut import InvalidLutError, Lut, read_modality_lut, read_voi_luts
 
 # Transfer syntaxes both registered decoders (dicomsdl, pydicom + pylibjpeg) can decode.
 SUPPORTED_TRANSFER_SYNTAXES: frozenset[str] = frozenset(
@@ -80,7 +81,10 @@ class DicomHeader:
     NumberOfFrames (0028,0008, absent = 1), BitsAllocated (0028,0100),
     BitsStored (0028,0101), HighBit (0028,0102), PixelRepresentation (0028,0103),
     RescaleSlope (0028,1053, absent = 1), RescaleIntercept (0028,1052, absent = 0),
-    WindowCenter (0028,1050), WindowWidth (0028,1051), VOILUTFunction (0028,1056).
+    WindowCenter (0028,1050), WindowWidth (0028,1051), VOILUTFunction (0028,1056),
+    Modality LUT Sequence (0028,3000), VOI LUT Sequence (0028,3010), Presentation LUT
+    Shape (2050,0020). ``voi_malformed``: Window Center/Width not numbers or not pairs, or
+    a VOI LUT Sequence that cannot be used; both are then left out (min-max fallback).
     """
 
     transfer_syntax: str
@@ -98,6 +102,10 @@ class DicomHeader:
     window_centers: tuple[float, ...]
     window_widths: tuple[float, ...]
     voi_lut_function: str | None
+    modality_lut: Lut | None = None
+    voi_luts: tuple[Lut, ...] = ()
+    presentation_lut_shape: str | None = None
+    voi_malformed: bool = False
 
 
 def read_header(data: bytes, max_pixels: int) -> tuple[DicomHeader, Dataset]:
@@ -108,16 +116,19 @@ def read_header(data: bytes, max_pixels: int) -> tuple[DicomHeader, Dataset]:
     3. no Pixel Data (7FE0,0010): its tag is in the bytes (the file was cut inside the
        element; pydicom then drops it with a mere warning) -> TRUNCATED; the parse ended
        inside a data element -> UNREADABLE; otherwise -> NO_PIXEL_DATA;
-    4. a required Image Pixel attribute missing or not a number, Rows or Columns 0, or
-       RescaleSlope 0 or not finite -> UNREADABLE;
+    4. a required Image Pixel attribute missing or not a number, Rows or Columns 0,
+       RescaleSlope 0 or not finite, or a Modality LUT Sequence that cannot be used
+       -> UNREADABLE (a malformed window or VOI LUT Sequence is not refused: it sets
+       ``voi_malformed``);
     5. Pixel Data incomplete: encapsulated items that do not add up, or native data
        shorter than Rows * Columns * frames * samples * BitsAllocated / 8 -> TRUNCATED;
     6. TransferSyntaxUID (0002,0010) not in SUPPORTED_TRANSFER_SYNTAXES -> UNSUPPORTED_SYNTAX;
     7. Rows * Columns * frames > ``max_pixels`` -> TOO_LARGE (nothing is decoded yet);
     8. NumberOfFrames > 1 -> MULTI_FRAME;
     9. SamplesPerPixel != 1 or not MONOCHROME1/2 -> UNSUPPORTED_PHOTOMETRIC;
-    10. BitsAllocated not 8 or 16, BitsStored outside 1..BitsAllocated, or signed
-        pixels (PixelRepresentation 1) -> INVALID_BITS.
+    10. BitsAllocated not 8 or 16, BitsStored outside 1..BitsAllocated, HighBit not
+        BitsStored - 1 (the only value PS3.5 8.1.1 allows today), or signed pixels
+        (PixelRepresentation 1) -> INVALID_BITS.
 
     Returns the header and a new Dataset holding only the whitelisted attributes, Pixel
     Data and a file meta with the transfer syntax: enough for pydicom's ``pixel_array``.
@@ -194,6 +205,12 @@ def _header(ds: Dataset) -> DicomHeader:
             raise MammoInputError(
                 QuarantineReason.UNREADABLE, f"required attribute {keyword} is missing"
             )
+    window = _window_pairs(ds)
+    voi_luts = read_voi_luts(ds)
+    try:
+        modality_lut = read_modality_lut(ds)
+    except InvalidLutError as exc:
+        raise MammoInputError(QuarantineReason.UNREADABLE, str(exc)) from None
     try:
         bits_stored = _int(ds, "BitsStored")
         header = DicomHeader(
@@ -209,9 +226,13 @@ def _header(ds: Dataset) -> DicomHeader:
             pixel_representation=_int(ds, "PixelRepresentation"),
             rescale_slope=float(_value(ds, "RescaleSlope", 1.0)),
             rescale_intercept=float(_value(ds, "RescaleIntercept", 0.0)),
-            window_centers=_floats(_value(ds, "WindowCenter", None)),
-            window_widths=_floats(_value(ds, "WindowWidth", None)),
+            window_centers=window[0] if window else (),
+            window_widths=window[1] if window else (),
             voi_lut_function=_optional_str(_value(ds, "VOILUTFunction", None)),
+            modality_lut=modality_lut,
+            voi_luts=voi_luts or (),
+            presentation_lut_shape=_optional_str(_value(ds, "PresentationLUTShape", None)),
+            voi_malformed=window is None or voi_luts is None,
         )
     except _VALUE_ERRORS as exc:
         raise MammoInputError(
@@ -230,7 +251,7 @@ def _header(ds: Dataset) -> DicomHeader:
 
 
 def _value(ds: Dataset, keyword: str, default: Any) -> Any:
-    if keyword not in DICOM_WHITELIST:
+    if keyword not in DICOM_WHITELIST and keyword not in DICOM_LUT_ATTRIBUTES:
         raise LookupError(f"{keyword} is not whitelisted")  # a programming error, not input
     value = ds.get(keyword)  # a keyword gives the value, None when absent
     if value is None or value == "":
@@ -248,6 +269,17 @@ def _floats(value: Any) -> tuple[float, ...]:
     if isinstance(value, MultiValue | list | tuple):
         return tuple(float(v) for v in value)
     return (float(value),)
+
+
+def _window_pairs(ds: Dataset) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """Window Center (0028,1050) and Width (0028,1051); None when they are not numbers or
+    their counts differ (e.g. "abc", or 2 centers and 1 width)."""
+    try:
+        centers = _floats(_value(ds, "WindowCenter", None))
+        widths = _floats(_value(ds, "WindowWidth", None))
+    except _VALUE_ERRORS:
+        return None
+    return (centers, widths) if len(centers) == len(widths) else None
 
 
 def _optional_str(value: Any) -> str | None:
@@ -340,6 +372,12 @@ def _check_decodable(header: DicomHeader, max_pixels: int) -> None:
             QuarantineReason.INVALID_BITS,
             f"BitsAllocated {header.bits_allocated}, BitsStored {header.bits_stored}, "
             f"PixelRepresentation {header.pixel_representation}",
+        )
+    if header.high_bit != header.bits_stored - 1:
+        raise MammoInputError(
+            QuarantineReason.INVALID_BITS,
+            f"HighBit {header.high_bit} with BitsStored {header.bits_stored}: "
+            "HighBit must be BitsStored - 1",
         )
 
 

@@ -3,9 +3,10 @@
 Two layers (the ingest adapter adds the third, the loop over a shard):
 
 - :func:`normalize`, the pure per-image function, in this fixed order:
-  VOI LUT (one table: clamp, Modality LUT, window or min-max, MONOCHROME1 inversion,
-  quantization) -> crop to the breast -> flip so the chest wall is on
-  ``cfg.breast_side`` -> resize keeping the aspect ratio and pad to (out_rows, out_cols).
+  VOI LUT (one table: clamp, Modality LUT (sequence or rescale), window, VOI LUT
+  Sequence or min-max, MONOCHROME1 / INVERSE inversion, quantization) -> crop to the
+  breast -> flip so the chest wall is on ``cfg.breast_side`` -> resize keeping the aspect
+  ratio and pad to (out_rows, out_cols).
 - :func:`decode_and_preprocess`, the per-record function: read_header (structural
   checks, before any decoding) -> decode_pixels -> normalize -> encode_png.
 
@@ -21,7 +22,7 @@ from typing import Any, Literal, cast
 
 import cv2
 
-from mammo.contract import QuarantineReason
+from mammo.contract import ModalityPath, QuarantineReason, VoiPath
 from mammo.decoders import StoredPixels, decode_pixels, list_decoders
 from mammo.dicom import DicomHeader, read_header
 from mammo.errors import MammoInputError
@@ -113,8 +114,11 @@ class NormalizedImage:
     """The output of :func:`normalize`: pixels plus what was decided on the way."""
 
     pixels: Image  # (out_rows, out_cols) uint8 or uint16
-    window: Window | None  # the window applied; None for min-max scaling
+    window: Window | None  # the window applied; None for a VOI LUT or min-max scaling
     window_fallback: bool
+    modality_path: ModalityPath
+    voi_path: VoiPath
+    inverted: bool  # MONOCHROME1 or Presentation LUT Shape INVERSE
     crop_box: Box  # (y0, x0, y1, x1) in source pixels
     crop_fallback: bool
     flipped: bool
@@ -132,6 +136,9 @@ class ProcessedImage:
     decoder: str
     window: Window | None
     window_fallback: bool
+    modality_path: ModalityPath
+    voi_path: VoiPath
+    inverted: bool
     crop_box: Box
     crop_fallback: bool
     flipped: bool
@@ -181,6 +188,9 @@ def normalize(stored: StoredPixels, header: DicomHeader, cfg: PreprocessConfig) 
         pixels=pixels,
         window=lut.window,
         window_fallback=lut.fallback,
+        modality_path=lut.modality_path,
+        voi_path=lut.voi_path,
+        inverted=lut.inverted,
         crop_box=box,
         crop_fallback=crop_fallback,
         flipped=flipped,
@@ -206,6 +216,9 @@ def decode_and_preprocess(data: bytes, cfg: PreprocessConfig) -> ProcessedImage:
         decoder=decoder,
         window=image.window,
         window_fallback=image.window_fallback,
+        modality_path=image.modality_path,
+        voi_path=image.voi_path,
+        inverted=image.inverted,
         crop_box=image.crop_box,
         crop_fallback=image.crop_fallback,
         flipped=image.flipped,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import Literal
 
 import imagecodecs
 import numpy as np
@@ -23,6 +24,8 @@ from pydicom.uid import (
     JPEG2000Lossless,
     JPEGLosslessSV1,
 )
+
+from mammo.lut import Lut
 
 DIGITAL_MAMMOGRAPHY_PRESENTATION = UID("1.2.840.10008.5.1.4.1.1.1.2")
 SUPPORTED_ENCODINGS = (JPEG2000Lossless, JPEGLosslessSV1, ExplicitVRLittleEndian)
@@ -61,6 +64,11 @@ class DicomSpec:
     window_centers: tuple[float, ...] = ()
     window_widths: tuple[float, ...] = ()
     voi_lut_function: str | None = None  # (0028,1056): LINEAR, LINEAR_EXACT, SIGMOID or absent
+    # Not in the RSNA files (docs: DATA_FACTS), written for tests of the LUT paths:
+    modality_lut: Lut | None = None  # (0028,3000), one item
+    voi_luts: tuple[Lut, ...] = ()  # (0028,3010), one item per VOI view
+    lut_data_vr: Literal["US", "OW"] = "US"  # LUT Data (0028,3006) as numbers or bytes
+    presentation_lut_shape: str | None = None  # (2050,0020): IDENTITY or INVERSE
     patient_id: int = 0
     image_laterality: str = "L"
     view_position: str = "CC"
@@ -71,6 +79,16 @@ class DicomSpec:
 def _uid(seed: int, kind: int) -> UID:
     # 2.25 root: a UUID-derived UID; deterministic for (seed, kind).
     return UID(f"2.25.{(seed * 1_000_003 + kind) % (10**36) + 10**20}")
+
+
+def _lut_item(lut: Lut, vr: Literal["US", "OW"]) -> Dataset:
+    """One LUT item: LUT Descriptor (0028,3002) (entries, 65536 written as 0, first mapped
+    value, bits) and LUT Data (0028,3006)."""
+    item = Dataset()
+    item.add_new(0x00283002, "US", [len(lut.data) % (1 << 16), lut.first_mapped, lut.bits])
+    words = np.asarray(lut.data, dtype="<u2")
+    item.add_new(0x00283006, vr, words.tobytes() if vr == "OW" else [int(v) for v in words])
+    return item
 
 
 def encode_dicom(pixels: npt.NDArray[np.uint16], spec: DicomSpec) -> bytes:
@@ -116,6 +134,12 @@ def encode_dicom(pixels: npt.NDArray[np.uint16], spec: DicomSpec) -> bytes:
         ds.WindowWidth = widths if len(widths) > 1 else widths[0]
     if spec.voi_lut_function is not None:
         ds.VOILUTFunction = spec.voi_lut_function
+    if spec.modality_lut is not None:
+        ds.ModalityLUTSequence = [_lut_item(spec.modality_lut, spec.lut_data_vr)]
+    if spec.voi_luts:
+        ds.VOILUTSequence = [_lut_item(lut, spec.lut_data_vr) for lut in spec.voi_luts]
+    if spec.presentation_lut_shape is not None:
+        ds.PresentationLUTShape = spec.presentation_lut_shape
 
     if spec.transfer_syntax == JPEGLosslessSV1:
         frame = imagecodecs.jpeg8_encode(

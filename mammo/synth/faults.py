@@ -15,7 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.tag import Tag
 from pydicom.uid import UID, ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLosslessSV1
 
 from mammo.contract import QuarantineReason
@@ -123,6 +125,16 @@ def _declared_12_bits(ds: Dataset) -> None:
     ds.BitsStored, ds.HighBit = 12, 11
 
 
+def _high_bit_15_of_12(ds: Dataset) -> None:
+    ds.HighBit = 15  # BitsStored 12: only HighBit = BitsStored - 1 is allowed
+
+
+def _window_center_not_a_number(ds: Dataset) -> None:
+    # Window Center "abc": not a DS, which pydicom refuses to write; hence raw bytes
+    for tag, value in ((0x00281050, b"abc "), (0x00281051, b"1000")):
+        ds[tag] = RawDataElement(Tag(tag), "DS", len(value), value, 0, False, True)
+
+
 def _bomb(ds: Dataset) -> None:
     ds.Rows, ds.Columns = 30_000, 30_000  # 900 M pixels declared, a few kB of data
 
@@ -199,6 +211,14 @@ FAULTS: dict[str, Fault] = _table(
         lambda: encode_dicom(np.zeros((96, 64), np.uint16), _spec(JPEGLosslessSV1)),
         R.BLANK_IMAGE,
     ),
+    Fault(
+        "high_bit_not_bits_stored_minus_1",
+        lambda: _edited(_good(ExplicitVRLittleEndian), _high_bit_15_of_12),
+        R.INVALID_BITS,
+    ),
     Fault("pixels_above_bits_stored", _above_bits_stored, None),
+    Fault(
+        "window_center_not_a_number", lambda: _edited(_good(), _window_center_not_a_number), None
+    ),
     Fault("eight_bit_range_with_12_bit_window", _eight_bit_range_with_12_bit_window, None),
 )

@@ -9,7 +9,9 @@ import numpy as np
 import numpy.typing as npt
 import pydicom
 import pytest
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.tag import Tag
 from pydicom.uid import (
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
@@ -18,10 +20,11 @@ from pydicom.uid import (
 )
 
 from mammo import decoders
-from mammo.contract import DICOM_WHITELIST, QuarantineReason
+from mammo.contract import DICOM_LUT_ATTRIBUTES, DICOM_WHITELIST, QuarantineReason, VoiPath
 from mammo.decoders import decode_pixels, get_decoder, list_decoders, register_decoder
 from mammo.dicom import DicomHeader, read_header
 from mammo.errors import MammoInputError
+from mammo.lut import Lut
 from mammo.preprocess import PreprocessConfig, decode_and_preprocess
 from mammo.synth.dicom_writer import DicomSpec, PlantedPhi, encode_dicom
 from mammo.synth.faults import FAULT_PHI, FAULTS, base_image
@@ -113,6 +116,8 @@ def test_read_header_dataset_holds_only_whitelisted_attributes_and_no_phi() -> N
         ({"PhotometricInterpretation": "PALETTE COLOR"}, QuarantineReason.UNSUPPORTED_PHOTOMETRIC),
         ({"RescaleSlope": 0}, QuarantineReason.UNREADABLE),
         ({"Rows": 0}, QuarantineReason.UNREADABLE),
+        ({"HighBit": 15}, QuarantineReason.INVALID_BITS),  # BitsStored 12
+        ({"HighBit": 12}, QuarantineReason.INVALID_BITS),
     ],
     ids=[
         "frames-declared-beyond-native-data",
@@ -121,6 +126,8 @@ def test_read_header_dataset_holds_only_whitelisted_attributes_and_no_phi() -> N
         "palette-color",
         "zero-rescale-slope",
         "zero-rows",
+        "high-bit-15-of-12-bits",
+        "high-bit-12-of-12-bits",
     ],
 )
 def test_read_header_edited_native_files(
@@ -128,6 +135,113 @@ def test_read_header_edited_native_files(
 ) -> None:
     data = _edited(_dicom(base_image(), ExplicitVRLittleEndian), **edit)
     assert _reason(data) == reason
+
+
+def test_high_bit_other_than_bits_stored_minus_1_is_refused_with_its_reason() -> None:
+    data = _edited(_dicom(base_image(), ExplicitVRLittleEndian), HighBit=15)
+    with pytest.raises(MammoInputError) as caught:
+        read_header(data, BIG)
+    assert caught.value.reason == QuarantineReason.INVALID_BITS
+    assert caught.value.detail == "HighBit 15 with BitsStored 12: HighBit must be BitsStored - 1"
+
+
+def _raw_window(data: bytes, center: bytes, width: bytes) -> bytes:
+    """Window Center/Width written as raw DS bytes, as pydicom refuses to write bad ones."""
+    ds = pydicom.dcmread(io.BytesIO(data))
+    for tag, value in ((0x00281050, center), (0x00281051, width)):
+        ds[tag] = RawDataElement(Tag(tag), "DS", len(value), value, 0, False, True)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("center", "width"),
+    [
+        (b"abc ", b"1000"),
+        (b"100\\abc", b"1000\\900 "),
+        (b"100\\200 ", b"1000"),
+        (b"2000", b""),
+    ],
+    ids=["center-not-a-number", "second-center-not-a-number", "two-centers-one-width", "no-width"],
+)
+def test_malformed_window_falls_back_to_min_max_with_the_flag(center: bytes, width: bytes) -> None:
+    cfg = PreprocessConfig(out_rows=128, out_cols=64)
+    good = _dicom(base_image(), window_centers=(2000.0,), window_widths=(1000.0,))
+    data = _raw_window(good, center, width)
+    header, _ = read_header(data, BIG)
+    assert header.voi_malformed and header.window_centers == header.window_widths == ()
+    processed = decode_and_preprocess(data, cfg)
+    assert processed.voi_path == VoiPath.MIN_MAX_FALLBACK and processed.window_fallback
+    assert processed.window is None
+    min_max = decode_and_preprocess(_dicom(base_image()), cfg)
+    assert min_max.voi_path == VoiPath.MIN_MAX and not min_max.window_fallback
+    np.testing.assert_array_equal(processed.pixels, min_max.pixels)
+
+
+def _with_luts(**spec: Any) -> bytes:
+    """A file with both LUT sequences and Presentation LUT Shape; LUT Explanation (free text,
+    never read) holds planted PHI."""
+    ramp = tuple(range(0, 4096 * 16, 16))
+    spec = {
+        "modality_lut": Lut(0, 16, ramp),
+        "voi_luts": (Lut(0, 16, ramp), Lut(100, 16, ramp[:3000])),
+        "presentation_lut_shape": "INVERSE",
+        **spec,
+    }
+    ds = pydicom.dcmread(io.BytesIO(_dicom(base_image(), ExplicitVRLittleEndian, **spec)))
+    for sequence in ("ModalityLUTSequence", "VOILUTSequence"):
+        for item in ds.get(sequence, []):
+            item.LUTExplanation = PHI.patient_name
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def test_lut_attributes_are_read_for_the_mapping_but_never_copied() -> None:
+    header, ds = read_header(_with_luts(), BIG)
+    ramp = tuple(range(0, 4096 * 16, 16))
+    assert header.modality_lut == Lut(0, 16, ramp)
+    assert header.voi_luts == (Lut(0, 16, ramp), Lut(100, 16, ramp[:3000]))
+    assert header.presentation_lut_shape == "INVERSE" and not header.voi_malformed
+    keywords = {element.keyword for element in ds}
+    assert keywords <= {*DICOM_WHITELIST, "PixelData"}
+    assert not keywords & set(DICOM_LUT_ATTRIBUTES)
+    assert PHI.patient_name not in str(ds) + repr(header)
+
+
+@pytest.mark.parametrize(
+    ("edit", "descriptor"),
+    [
+        ("ModalityLUTSequence", [4096, 0]),  # two values, not three
+        ("ModalityLUTSequence", [4096, 0, 20]),  # 20 bits per entry
+        ("ModalityLUTSequence", [0, 0, 16]),  # 65536 entries declared, 4096 given
+        ("VOILUTSequence", [4096, 0]),
+        ("VOILUTSequence", [0, 0, 16]),
+    ],
+    ids=[
+        "modality-two-values",
+        "modality-20-bits",
+        "modality-data-short",
+        "voi-two-values",
+        "voi-data-short",
+    ],
+)
+def test_unusable_lut_sequences(edit: str, descriptor: list[int]) -> None:
+    ds = pydicom.dcmread(io.BytesIO(_with_luts()))
+    ds[edit][0].add_new(0x00283002, "US", descriptor)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    if edit == "ModalityLUTSequence":  # no way to tell the modality values: refused
+        with pytest.raises(MammoInputError) as caught:
+            read_header(buffer.getvalue(), BIG)
+        assert caught.value.reason == QuarantineReason.UNREADABLE
+        assert caught.value.detail.startswith("ModalityLUTSequence: ")
+        return
+    header, _ = read_header(buffer.getvalue(), BIG)  # a VOI only: min-max, flagged
+    assert header.voi_malformed and header.voi_luts == ()
+    processed = decode_and_preprocess(buffer.getvalue(), PreprocessConfig(128, 64))
+    assert processed.voi_path == VoiPath.MIN_MAX_FALLBACK and processed.window_fallback
 
 
 def test_too_large_is_refused_from_the_header_alone() -> None:
@@ -227,7 +341,9 @@ def test_eight_bit_allocated_native_pixels_are_widened_to_uint16() -> None:
 
 def test_native_bits_above_bits_stored_are_masked_by_both_decoders() -> None:
     stored = _random_stored(16)
-    data = _edited(_dicom(stored, ExplicitVRLittleEndian, bits_stored=16), BitsStored=12)
+    data = _edited(
+        _dicom(stored, ExplicitVRLittleEndian, bits_stored=16), BitsStored=12, HighBit=11
+    )
     header, ds = read_header(data, BIG)
     for decoder in ("dicomsdl", "pydicom"):
         np.testing.assert_array_equal(

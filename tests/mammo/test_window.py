@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pydicom
 import pytest
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_modality_lut, apply_presentation_lut, apply_voi_lut
+from pydicom.uid import ExplicitVRLittleEndian
 
-from mammo.dicom import DicomHeader
+from mammo.contract import ModalityPath, VoiPath
+from mammo.dicom import DicomHeader, read_header
+from mammo.lut import Lut
+from mammo.synth.dicom_writer import DicomSpec, encode_dicom
+from mammo.synth.faults import base_image
 from mammo.window import (
     InvalidWindowError,
     VoiFunction,
     Window,
     apply_voi,
     build_lut,
+    modality,
     select_window,
 )
 
@@ -240,3 +251,170 @@ def test_window_index_none_always_uses_min_max_without_fallback() -> None:
 def test_constant_value_range_is_refused() -> None:
     with pytest.raises(ValueError, match="constant"):
         build_lut(HEADER, window_index=0, out_max=255, value_range=(5000, 6000), min_spread=0.05)
+
+
+# --- LUT sequences and Presentation LUT Shape, against pydicom on the same dataset ------------
+
+STORED_12 = np.arange(1 << 12)  # every 12-bit stored value
+
+
+def _curve(first: int, entries: int, bits: int, power: float = 0.6) -> Lut:
+    """A monotone LUT from 0 up to 2**bits - 1 over ``entries`` inputs from ``first``."""
+    ramp = np.linspace(0.0, 1.0, entries) ** power * ((1 << bits) - 1)
+    return Lut(first_mapped=first, bits=bits, data=tuple(int(v) for v in np.round(ramp)))
+
+
+def _lut_file(edit: dict[str, Any] | None = None, **spec: Any) -> tuple[DicomHeader, Dataset]:
+    """A 12-bit synthetic file, its attributes ``edit`` set after encoding: our header from
+    read_header, and pydicom's Dataset of the same bytes."""
+    spec.setdefault("photometric", "MONOCHROME2")
+    data = encode_dicom(base_image(), DicomSpec(ExplicitVRLittleEndian, bits_stored=12, **spec))
+    ds = pydicom.dcmread(io.BytesIO(data))
+    for keyword, value in (edit or {}).items():
+        setattr(ds, keyword, value)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    header, _ = read_header(buffer.getvalue(), 10**9)
+    return header, pydicom.dcmread(io.BytesIO(buffer.getvalue()))
+
+
+def _pydicom_levels(ds: Dataset, out_max: int, bits: int, index: int = 0) -> Any:
+    """pydicom's Modality LUT -> VOI LUT -> Presentation LUT (Shape) on every stored value,
+    scaled by the VOI LUT's 2**bits - 1 and quantized like build_lut. pydicom ignores the
+    Photometric Interpretation: MONOCHROME1 inverts here unless INVERSE already did."""
+    values = np.asarray(apply_modality_lut(STORED_12, ds)).astype(np.int64)  # integral here
+    voi = apply_voi_lut(values, ds, index=index)
+    y = apply_presentation_lut(voi, ds) / ((1 << bits) - 1)
+    if (
+        ds.PhotometricInterpretation == "MONOCHROME1"
+        and ds.get("PresentationLUTShape") != "INVERSE"
+    ):
+        y = 1.0 - y
+    return np.clip(np.floor(y * out_max + 0.5), 0, out_max)
+
+
+@pytest.mark.parametrize("out_max", [255, 65535], ids=["8-bit", "16-bit"])
+@pytest.mark.parametrize(
+    ("spec", "index", "bits"),
+    [
+        ({"voi_luts": (_curve(500, 3000, 16),)}, 0, 16),
+        ({"voi_luts": (_curve(0, 4096, 12, 0.5),), "lut_data_vr": "OW"}, 0, 12),
+        ({"voi_luts": (_curve(500, 3000, 16),), "photometric": "MONOCHROME1"}, 0, 16),
+        ({"voi_luts": (_curve(500, 3000, 16),), "presentation_lut_shape": "INVERSE"}, 0, 16),
+        (
+            {
+                "voi_luts": (_curve(500, 3000, 16),),
+                "photometric": "MONOCHROME1",
+                "presentation_lut_shape": "INVERSE",
+            },
+            0,
+            16,
+        ),
+        ({"voi_luts": (_curve(0, 4096, 16), _curve(1000, 2000, 16, 1.5))}, 1, 16),
+        (
+            {
+                "modality_lut": Lut(100, 16, tuple(4 * i + 7 for i in range(3000))),
+                "voi_luts": (_curve(1000, 8000, 16),),
+            },
+            0,
+            16,
+        ),
+    ],
+    ids=[
+        "voi-lut-part-of-the-range",
+        "voi-lut-ow-bytes-12-bit-entries",
+        "voi-lut-monochrome1",
+        "voi-lut-presentation-inverse",
+        "voi-lut-monochrome1-and-inverse-invert-once",
+        "second-voi-lut-item-by-window-index",
+        "modality-lut-then-voi-lut",
+    ],
+)
+def test_lut_sequences_match_pydicom_on_every_stored_value(
+    spec: dict[str, Any], index: int, bits: int, out_max: int
+) -> None:
+    header, ds = _lut_file(**spec)
+    lut = build_lut(
+        header, window_index=index, out_max=out_max, value_range=(0, 4095), min_spread=0.05
+    )
+    assert lut.voi_path == VoiPath.VOI_LUT_SEQUENCE and lut.window is None and not lut.fallback
+    has_modality_lut = "modality_lut" in spec
+    assert lut.modality_path == (
+        ModalityPath.MODALITY_LUT_SEQUENCE if has_modality_lut else ModalityPath.RESCALE
+    )
+    assert lut.inverted == (
+        spec.get("photometric") == "MONOCHROME1" or "presentation_lut_shape" in spec
+    )
+    expected = _pydicom_levels(ds, out_max, bits, index)
+    np.testing.assert_array_equal(lut.table[STORED_12], expected)
+
+
+def test_modality_lut_sequence_replaces_the_rescale_as_in_pydicom() -> None:
+    table = Lut(first_mapped=200, bits=16, data=tuple(3 * i + 50 for i in range(3500)))
+    header, ds = _lut_file(
+        {"RescaleSlope": 2, "RescaleIntercept": -10},  # present as well: the sequence wins
+        modality_lut=table,
+        window_centers=(4000.0,),
+        window_widths=(6000.0,),
+    )
+    assert (header.rescale_slope, header.rescale_intercept) == (2.0, -10.0)
+    reference = apply_modality_lut(STORED_12, ds)  # below 200 -> first, past 3699 -> last
+    np.testing.assert_array_equal(modality(STORED_12, header), reference)
+    assert (reference[0], reference[4095]) == (50, 3 * 3499 + 50)
+    lut = build_lut(header, window_index=0, out_max=255, value_range=(0, 4095), min_spread=0.05)
+    assert (lut.modality_path, lut.voi_path) == (ModalityPath.MODALITY_LUT_SEQUENCE, VoiPath.WINDOW)
+    y = apply_voi(reference, 4000.0, 6000.0, VoiFunction.LINEAR)
+    np.testing.assert_array_equal(lut.table[STORED_12], np.floor(y * 255 + 0.5))
+
+
+def test_eight_bit_voi_lut_clamps_past_its_last_entry() -> None:
+    # pydicom 3.0 indexes an 8-bit LUT with uint8 offsets, which wrap past 255 entries;
+    # PS3.3 C.11.2.1.1 (and this pipeline) map every input past the last to the last entry.
+    table = _curve(first=1000, entries=200, bits=8)
+    header, _ = _lut_file(voi_luts=(table,))
+    lut = build_lut(header, window_index=0, out_max=255, value_range=(0, 4095), min_spread=0.05)
+    index = np.clip(STORED_12 - 1000, 0, 199)
+    expected = np.floor(np.asarray(table.data)[index] / 255 * 255 + 0.5)
+    np.testing.assert_array_equal(lut.table[STORED_12], expected)
+    assert (lut.table[0], lut.table[999], lut.table[1199], lut.table[4095]) == (0, 0, 255, 255)
+
+
+def test_a_window_takes_precedence_over_the_voi_lut_sequence() -> None:
+    window = {"window_centers": (2000.0,), "window_widths": (3000.0,)}
+    header, _ = _lut_file(voi_luts=(_curve(0, 4096, 16),), **window)
+    plain, _ = _lut_file(**window)
+    both = build_lut(header, window_index=0, out_max=255, value_range=(0, 4095), min_spread=0.05)
+    only = build_lut(plain, window_index=0, out_max=255, value_range=(0, 4095), min_spread=0.05)
+    assert both.voi_path == VoiPath.WINDOW and both.window == Window(
+        2000.0, 3000.0, VoiFunction.LINEAR
+    )
+    np.testing.assert_array_equal(both.table, only.table)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"voi_luts": (Lut(0, 16, tuple([0, 1] * 2048)),)},  # spans 1 / 65535 of full scale
+        {"window_centers": (2000.0,), "window_widths": (0.5,), "voi_luts": (_curve(0, 4096, 16),)},
+    ],
+    ids=["voi-lut-near-constant", "invalid-window-does-not-fall-through-to-the-lut"],
+)
+def test_unusable_voi_falls_back_to_min_max(spec: dict[str, Any]) -> None:
+    header, _ = _lut_file(**spec)
+    lut = build_lut(header, window_index=0, out_max=255, value_range=(3, 250), min_spread=0.05)
+    assert lut.voi_path == VoiPath.MIN_MAX_FALLBACK and lut.fallback and lut.window is None
+    assert (lut.table[3], lut.table[250]) == (0, 255)
+
+
+def test_malformed_voi_header_falls_back_and_window_index_none_stays_min_max() -> None:
+    header = replace(HEADER, window_centers=(), window_widths=(), voi_malformed=True)
+    lut = build_lut(header, window_index=0, out_max=255, value_range=(0, 4095), min_spread=0.05)
+    assert (lut.voi_path, lut.fallback) == (VoiPath.MIN_MAX_FALLBACK, True)
+    lut = build_lut(header, window_index=None, out_max=255, value_range=(0, 4095), min_spread=0.05)
+    assert (lut.voi_path, lut.fallback) == (VoiPath.MIN_MAX, False)
+    plain = build_lut(HEADER, window_index=0, out_max=255, value_range=(0, 4095), min_spread=0.05)
+    assert (plain.voi_path, plain.modality_path, plain.inverted) == (
+        VoiPath.MIN_MAX,
+        ModalityPath.RESCALE,
+        False,
+    )
