@@ -29,6 +29,8 @@ class Settings:
     mlflow_artifact_root: str  # MAMMO_MLFLOW_ARTIFACT_ROOT, default a directory under home
     mlflow_experiment: str  # MLFLOW_EXPERIMENT_NAME
     model_name: str  # MAMMO_MODEL_NAME: the registered model
+    ingest_lock_expiry_s: float = 180.0  # MAMMO_INGEST_LOCK_EXPIRY_S: a dead owner's lock lasts
+    ingest_lock_wait_s: float = 60.0  # MAMMO_INGEST_LOCK_WAIT_S: a second ingest waits, refuses
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -53,6 +55,8 @@ class Settings:
             mlflow_artifact_root=env.get("MAMMO_MLFLOW_ARTIFACT_ROOT") or str(home / "mlartifacts"),
             mlflow_experiment=env.get("MLFLOW_EXPERIMENT_NAME", "mammo"),
             model_name=env.get("MAMMO_MODEL_NAME", "mammo-cancer"),
+            ingest_lock_expiry_s=float(env.get("MAMMO_INGEST_LOCK_EXPIRY_S", "180")),
+            ingest_lock_wait_s=float(env.get("MAMMO_INGEST_LOCK_WAIT_S", "60")),
         )
 
 
