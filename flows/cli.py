@@ -42,6 +42,53 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {key: value for key, value in pairs.items() if value is not None}
 
 
+def _split_overrides(args: argparse.Namespace) -> dict[str, Any] | None:
+    pairs = {
+        "holdout_fraction": args.holdout_fraction,
+        "val_fraction": args.val_fraction,
+        "seed": args.split_seed,
+    }
+    return {key: value for key, value in pairs.items() if value is not None} or None
+
+
+def _validation_overrides(args: argparse.Namespace) -> dict[str, Any] | None:
+    band = args.positive_rate_band
+    return {"positive_rate_band": tuple(band)} if band else None
+
+
+def check_settings(args: argparse.Namespace) -> None:
+    """The configuration file and the flags, checked before any flow starts: a wrong key or
+    value is one line naming it (tasks.config.resolve)."""
+    from tasks.storage import check_uri
+
+    for name in ("raw", "out", "data", "work"):
+        if isinstance(getattr(args, name, None), str) and args.command != "synth":
+            check_uri(getattr(args, name))
+    if getattr(args, "config", None) is None and not _has_settings(args):
+        return
+    from tasks.config import resolve
+
+    sections: dict[str, dict[str, Any] | None] = {}
+    if hasattr(args, "rows"):
+        sizes = {"shard_size": args.shard_size, "max_patients": args.max_patients}
+        sections["ingest"] = {k: v for k, v in sizes.items() if v is not None} or None
+        sections["preprocess"] = _preprocess_overrides(args)
+    if hasattr(args, "epochs"):
+        sections["train"] = _train_overrides(args) or None
+    if hasattr(args, "holdout_fraction"):
+        sections["split"] = _split_overrides(args)
+    if hasattr(args, "positive_rate_band"):
+        sections["validation"] = _validation_overrides(args)
+    if hasattr(args, "margin") and not getattr(args, "rollback", False):
+        chosen = {"protocol": args.protocol, "metric": args.metric, "margin": args.margin}
+        sections["promotion"] = {k: v for k, v in chosen.items() if v is not None} or None
+    resolve(getattr(args, "config", None), sections)
+
+
+def _has_settings(args: argparse.Namespace) -> bool:
+    return any(hasattr(args, name) for name in ("rows", "epochs", "positive_rate_band", "margin"))
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
@@ -79,6 +126,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         shard_size=args.shard_size,
         max_patients=args.max_patients,
         preprocess=_preprocess_overrides(args),
+        config=args.config,
     )
     print(json.dumps({k: v for k, v in summary.items() if k != "decode"}, indent=2))
     return 0
@@ -87,25 +135,24 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from flows.validate import validate
 
-    config = (
-        {"positive_rate_band": tuple(args.positive_rate_band)} if args.positive_rate_band else None
+    result = validate(
+        raw=args.raw, data=args.data, validation=_validation_overrides(args), config=args.config
     )
-    print(json.dumps(validate(raw=args.raw, data=args.data, config=config), indent=2))
+    print(json.dumps(result, indent=2))
     print(f"Reports: {args.data}/validation/")
     return 0
 
 
 def cmd_eda(args: argparse.Namespace) -> int:
-    import io
-
-    import pandas as pd
-
     from mammo import contract as c
     from mammo.eda import metadata_report
+    from mammo.inventory import read_csv_table
     from tasks.storage import open_store
 
-    csv = open_store(args.raw).read_bytes(c.csv_name(c.Subset.TRAIN))
-    report = metadata_report(pd.read_csv(io.BytesIO(csv)), Path(args.out))
+    name = c.csv_name(c.Subset.TRAIN)
+    report = metadata_report(
+        read_csv_table(open_store(args.raw).read_bytes(name), name), Path(args.out)
+    )
     print(f"Wrote {report.markdown} and {len(report.plots)} plots")
     for note in report.notes:
         print(f"  note: {note}")
@@ -116,7 +163,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from flows.train import train
 
     result = train(
-        data=args.data, config=_train_overrides(args), register_challenger=not args.no_register
+        data=args.data,
+        train_config=_train_overrides(args) or None,
+        split=_split_overrides(args),
+        register_challenger=not args.no_register,
+        config=args.config,
     )
     _print_training(result)
     return 0
@@ -131,8 +182,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         max_patients=args.max_patients,
         shard_size=args.shard_size,
         preprocess=_preprocess_overrides(args),
-        train_config=_train_overrides(args),
+        train_config=_train_overrides(args) or None,
+        split=_split_overrides(args),
+        validation=_validation_overrides(args),
         protocol=args.protocol,
+        metric=args.metric,
+        margin=args.margin,
+        config=args.config,
     )
     _print_pipeline(result)
     return 0
@@ -164,6 +220,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
         margin=args.margin,
         rollback=args.rollback,
         reason=args.reason,
+        config=args.config,
     )
     _print_decision(result)
     return 0
@@ -208,7 +265,9 @@ def _print_history(rows: list[dict[str, str]]) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     from flows.predict import predict
 
-    result = predict(raw=args.raw, model=args.model, out=args.out, binarize=args.binarize)
+    result = predict(
+        raw=args.raw, model=args.model, out=args.out, work=args.work, binarize=args.binarize
+    )
     print(json.dumps(result, indent=2, default=str))
     return 0
 
@@ -271,7 +330,8 @@ def _print_pipeline(result: dict[str, Any]) -> None:
     print(
         f"\nData: {ingest['manifest_rows']} images decoded into {result['out']} "
         f"({ingest['quarantined']} quarantined, {ingest['decoded_this_run']} new this run); "
-        f"validation passed; EDA report {result['out']}/eda/eda.md"
+        "both validation gates passed; "
+        + (f"EDA report {result['out']}/eda/eda.md" if result.get("eda") else "EDA report failed")
     )
     _print_training(result)
     promotion = result.get("promotion", {})
@@ -308,19 +368,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ingest", help="decode RAW's DICOMs into shards, PNGs and a manifest")
     _add_ingest_args(p, out_required=True)
     p.add_argument("--subset", choices=["train", "test"], default="train")
+    _add_config_arg(p)
     p.set_defaults(handler=cmd_ingest)
 
     p = sub.add_parser("validate", help="Great Expectations on train.csv and the decoded set")
     p.add_argument("--raw", required=True, help="the RSNA layout that was ingested")
     p.add_argument("--data", required=True, help="the ingest output (OUT)")
-    p.add_argument(
-        "--positive-rate-band",
-        nargs=2,
-        type=float,
-        metavar=("LOW", "HIGH"),
-        default=None,
-        help="allowed share of positive images (default 0 0.2)",
-    )
+    _add_validation_args(p)
+    _add_config_arg(p)
     p.set_defaults(handler=cmd_validate)
 
     p = sub.add_parser("eda", help="exploratory report of train.csv (plots + eda.md)")
@@ -332,12 +387,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="the ingest output (OUT)")
     p.add_argument("--no-register", action="store_true", help="log the model, do not register")
     _add_train_args(p)
+    _add_split_args(p)
+    _add_config_arg(p)
     p.set_defaults(handler=cmd_train)
 
     p = sub.add_parser("run", help="the nightly pipeline: ingest, validate, EDA, train, promote")
     _add_ingest_args(p, out_required=False)
-    p.add_argument("--protocol", default=None, help="promotion protocol YAML (default: shipped)")
+    _add_promotion_args(p)
+    _add_validation_args(p)
     _add_train_args(p)
+    _add_split_args(p)
+    _add_config_arg(p)
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("promote", help="move @champion to the challenger if proven no worse")
@@ -346,12 +406,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="decoded data whose holdout to score (default $MAMMO_HOME/data)",
     )
-    p.add_argument("--protocol", default=None, help="promotion protocol YAML (default: shipped)")
-    p.add_argument("--metric", choices=["auc", "pf1"], default=None, help="override: primary")
-    p.add_argument("--margin", type=float, default=None, help="override: non-inferiority margin")
+    _add_promotion_args(p)
     p.add_argument("--rollback", action="store_true", help="restore the previous champion")
     p.add_argument("--reason", default="", help="with --rollback: why, kept on the version")
     p.add_argument("--history", action="store_true", help="list versions, aliases, decisions")
+    _add_config_arg(p)
     p.set_defaults(handler=cmd_promote)
 
     p = sub.add_parser("predict", help="score RAW/test.csv into a Kaggle submission CSV")
@@ -359,6 +418,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="models:/mammo-cancer@champion", help="a model URI")
     p.add_argument("--out", default="submission.csv", help="CSV path or s3:// URI")
     p.add_argument("--binarize", action="store_true", help="0/1 with the model's threshold")
+    p.add_argument(
+        "--work",
+        default=None,
+        help="where the test images are decoded: a path or s3:// URI every Ray node can reach "
+        "(default: $MAMMO_HOME/predict/<preprocess hash>, this machine only)",
+    )
     p.set_defaults(handler=cmd_predict)
 
     for name, handler, text in (
@@ -370,6 +435,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        default=None,
+        metavar="TOML",
+        help="settings file (docs/configuration.md); the flags override it",
+    )
+
+
+def _add_promotion_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--protocol", default=None, help="promotion protocol YAML (default: shipped)")
+    p.add_argument("--metric", choices=["auc", "pf1"], default=None, help="override: primary")
+    p.add_argument("--margin", type=float, default=None, help="override: non-inferiority margin")
+
+
+def _add_validation_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--positive-rate-band",
+        nargs=2,
+        type=float,
+        metavar=("LOW", "HIGH"),
+        default=None,
+        help="allowed share of positive images (default 0.001 0.2: a feed with no positive fails)",
+    )
+
+
+def _add_split_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("patient split (defaults: mammo.splits.SplitConfig)")
+    g.add_argument("--holdout-fraction", type=float, default=None, help="default 0.15")
+    g.add_argument("--val-fraction", type=float, default=None, help="default 0.15")
+    g.add_argument("--split-seed", type=int, default=None, help="default 0")
+
+
 def _add_ingest_args(p: argparse.ArgumentParser, out_required: bool) -> None:
     p.add_argument("--raw", required=True, help="local path or s3://bucket/prefix (RSNA layout)")
     p.add_argument(
@@ -379,7 +477,7 @@ def _add_ingest_args(p: argparse.ArgumentParser, out_required: bool) -> None:
         help="local path or s3://bucket/prefix for outputs"
         + ("" if out_required else " (default: $MAMMO_HOME/data)"),
     )
-    p.add_argument("--shard-size", type=int, default=256, help="files per unit of work")
+    p.add_argument("--shard-size", type=int, default=None, help="files per unit of work (256)")
     p.add_argument("--max-patients", type=int, default=None, help="a small run: first N patients")
     p.add_argument("--rows", type=int, default=None, help="output rows (default 1024)")
     p.add_argument("--cols", type=int, default=None, help="output columns (default 512)")
@@ -408,13 +506,14 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
+    from mammo.config import ConfigError
     from mammo.inventory import MetadataError
     from mammo.protocol import ProtocolError
     from tasks.ingest import IngestError
     from tasks.registry import PromotionError
     from tasks.scoring import ScoringError
     from tasks.stack import StackError
-    from tasks.storage import StorageError
+    from tasks.storage import StorageError, StorageURIError
     from tasks.tracking import RegistryError
     from tasks.train import TrainingError
     from tasks.validate import DataValidationError
@@ -430,6 +529,8 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         PromotionError,
         ProtocolError,
         ScoringError,
+        ConfigError,
+        StorageURIError,
         FileNotFoundError,
     )
 
@@ -442,6 +543,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     one_line_known_errors(_known_errors())
     try:
+        check_settings(args)
         return handler(args)
     except Exception as exc:
         if isinstance(exc, _known_errors()):

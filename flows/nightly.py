@@ -1,22 +1,27 @@
-"""The nightly pipeline: ingest -> validate -> EDA -> train -> register -> promote.
+"""The nightly pipeline: metadata gate -> ingest -> decoded-set gate -> EDA -> train ->
+register -> promote.
 
     mammo run --raw RAW [--out OUT]      (or: python flows/nightly.py --raw RAW)
 
-A failed validation stops the run before training: nothing is trained or registered.
+A broken train.csv stops the run before anything is decoded; a failed decoded-set validation
+stops it before training: nothing is trained or registered. The EDA report is informative:
+its failure is logged and the night goes on.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
+from prefect import flow, get_run_logger
 
 from flows.ingest import ingest
 from flows.promote import promote
 from flows.train import train
+from mammo.config import IngestSettings, PromotionSettings
+from tasks.config import load_config
 from tasks.eda import eda_report
 from tasks.settings import default_out
-from tasks.validate import validate_data
+from tasks.validate import validate_data, validate_metadata
 
 
 @flow(name="nightly")
@@ -24,24 +29,44 @@ def nightly(
     raw: str,
     out: str | None = None,
     max_patients: int | None = None,
-    shard_size: int = 256,
+    shard_size: int | None = None,
     preprocess: dict[str, Any] | None = None,
     train_config: dict[str, Any] | None = None,
     split: dict[str, Any] | None = None,
     validation: dict[str, Any] | None = None,
     protocol: str | None = None,
+    metric: str | None = None,
+    margin: float | None = None,
+    config: str | None = None,
 ) -> dict[str, Any]:
-    """Retrain on everything RAW holds tonight, register the challenger, promote if earned."""
+    """Retrain on everything RAW holds tonight, register the challenger, promote if earned.
+
+    ``config`` names a configuration file (mammo.config); the other parameters override it.
+    """
     if not raw:
         raise ValueError(
             "raw is empty: set MAMMO_RAW before `prefect deploy`, or run with --param raw=..."
         )
     out = out or default_out()
-    ingested = ingest(raw, out, "train", shard_size, max_patients, preprocess)
+    night = load_config(config)
+    given = {"shard_size": shard_size, "max_patients": max_patients}
+    sizes = IngestSettings(**night.merged("ingest", given) or {})
+    chosen = {"protocol": protocol, "metric": metric, "margin": margin}
+    promotion = PromotionSettings(**night.merged("promotion", chosen) or {})
+    validation = night.merged("validation", validation)
+    split = night.merged("split", split)
+    validate_metadata(raw, out, validation)
+    preprocess = night.merged("preprocess", preprocess)
+    ingested = ingest(raw, out, "train", sizes.shard_size, sizes.max_patients, preprocess)
     validated = validate_data(raw, out, validation)
-    eda = eda_report(raw, out)
-    trained = train(out, train_config, split, register_challenger=True)
-    promoted = promote(out, protocol)
+    eda_state = eda_report(raw, out, return_state=True)
+    eda: dict[str, Any] = {}
+    if eda_state.is_completed():
+        eda = eda_state.result()
+    else:
+        get_run_logger().warning("EDA report failed; training goes on: %s", eda_state.message)
+    trained = train(out, night.merged("train", train_config), split, register_challenger=True)
+    promoted = promote(out, promotion.protocol, promotion.metric, promotion.margin)
     return {
         "out": out,
         "ingest": {k: v for k, v in ingested.items() if k != "decode"},

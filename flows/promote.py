@@ -9,7 +9,9 @@ from typing import Any
 
 from prefect import flow
 
+from mammo.config import PromotionSettings
 from mammo.protocol import PromotionProtocol
+from tasks.config import load_config
 from tasks.promote import promote_challenger
 from tasks.registry import rollback_champion
 from tasks.settings import Settings, default_out
@@ -24,15 +26,20 @@ def promote(
     margin: float | None = None,
     rollback: bool = False,
     reason: str = "",
+    config: str | None = None,
 ) -> dict[str, Any]:
     """Judge @challenger against @champion on the holdout of ``data`` (default
     ``$MAMMO_HOME/data``) under ``protocol`` (a YAML file; default: the shipped one), with
     optional overrides of its primary metric and margin. ``rollback`` restores the previous
-    champion instead, and withdraws the current one for good."""
+    champion instead, and withdraws the current one for good. The [promotion] section of the
+    ``config`` file gives the protocol, metric and margin that are not passed."""
     settings = Settings.from_env()
     if rollback:
         return rollback_champion(settings, reason)
-    rules = PromotionProtocol.load(protocol or None).with_primary(metric=metric, margin=margin)
+    given = {"protocol": protocol, "metric": metric, "margin": margin}
+    chosen = PromotionSettings(**load_config(config).merged("promotion", given) or {})
+    rules = PromotionProtocol.load(chosen.protocol)
+    rules = rules.with_primary(metric=chosen.metric, margin=chosen.margin)
     return promote_challenger(absolute_uri(data or default_out()), settings, rules)
 
 

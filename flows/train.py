@@ -13,14 +13,21 @@ from prefect.runtime import flow_run
 from mammo.splits import SplitConfig
 from mammo.training import TrainConfig
 from tasks import tracking
+from tasks.config import load_config
 from tasks.lineage import ValidationFact, validation_fact
 from tasks.model_card import publish_card
+from tasks.retry import transient_only
 from tasks.settings import Settings, default_out
 from tasks.storage import absolute_uri
 from tasks.train import TrainOutcome, train_model
 
 
-@task(name="register-model", retries=3, retry_delay_seconds=10)
+@task(
+    name="register-model",
+    retries=3,
+    retry_delay_seconds=10,
+    retry_condition_fn=transient_only(),
+)
 def register_model(
     outcome: TrainOutcome, settings: Settings, validation: ValidationFact
 ) -> dict[str, str]:
@@ -56,21 +63,24 @@ def register_model(
 @flow(name="train")
 def train(
     data: str = "",
-    config: dict[str, Any] | None = None,
+    train_config: dict[str, Any] | None = None,
     split: dict[str, Any] | None = None,
     register_challenger: bool = True,
+    config: str | None = None,
 ) -> dict[str, Any]:
     """Train on the manifest under ``data`` and (by default) register a challenger.
 
     The version records the validation of the exact manifest it trained on, as found
     under ``data`` (tasks.lineage): ``mammo validate`` first, or promotion refuses it.
+    ``train_config`` and ``split`` override the [train] and [split] sections of ``config``.
     """
     settings = Settings.from_env()
     data = absolute_uri(data or default_out())
-    train_config = TrainConfig.from_dict(config or {}).to_dict()
-    split_config = SplitConfig.from_dict(split or {}).to_dict()
+    night = load_config(config)
+    train_values = TrainConfig.from_dict(night.merged("train", train_config) or {}).to_dict()
+    split_config = SplitConfig.from_dict(night.merged("split", split) or {}).to_dict()
     lineage = {"mammo.prefect_flow_run_id": str(flow_run.id)}
-    outcome = train_model(data, train_config, split_config, settings, lineage)
+    outcome = train_model(data, train_values, split_config, settings, lineage)
     validation = validation_fact(data, outcome.data_hash)
     run_tags = {"mammo.validation": validation.status, "mammo.validation.detail": validation.detail}
     client = tracking.client(settings)

@@ -9,15 +9,25 @@ from typing import Any
 
 from prefect import flow
 
+from tasks.config import load_config
 from tasks.settings import default_out
 from tasks.storage import absolute_uri
 from tasks.validate import validate_data
 
 
 @flow(name="validate")
-def validate(raw: str, data: str = "", config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Both suites on the manifest under ``data``; the outcome is recorded under its hash."""
-    return validate_data(raw, absolute_uri(data or default_out()), config)
+def validate(
+    raw: str,
+    data: str = "",
+    validation: dict[str, Any] | None = None,
+    config: str | None = None,
+) -> dict[str, Any]:
+    """Both suites on the manifest under ``data``; the outcome is recorded under its hash.
+
+    ``validation`` (bands) overrides the [validation] section of the ``config`` file.
+    """
+    bands = load_config(config).merged("validation", validation)
+    return validate_data(raw, absolute_uri(data or default_out()), bands)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ from this module, so a column is renamed here or nowhere.
 
 RAW layout (RSNA):   {subset}.csv, {subset}_images/{patient_id}/{image_id}.dcm
 OUT layout:          preprocess.json, shards/part-*.parquet, quarantine/part-*.parquet,
-                     png/{patient_id}/{image_id}.png, manifest.parquet, quarantine.parquet
+                     png/{patient_id}/{image_id}.png, manifest.parquet, quarantine.parquet,
+                     _lock/ingest.json (only while an ingest runs)
 """
 
 from __future__ import annotations
@@ -142,6 +143,36 @@ DICOM_WHITELIST: Final = (
     "WindowWidth",
     "VOILUTFunction",
 )
+# Read only to map pixels (mammo.lut), never copied into any output, not even the Dataset
+# handed to the decoders: the two LUT sequences, the LUT items' numeric elements
+# (LUT Descriptor (0028,3002), LUT Data (0028,3006); never LUT Explanation, free text)
+# and Presentation LUT Shape.
+DICOM_LUT_ATTRIBUTES: Final = (
+    "ModalityLUTSequence",
+    "VOILUTSequence",
+    "LUTDescriptor",
+    "LUTData",
+    "PresentationLUTShape",
+)
+
+
+class ModalityPath(StrEnum):
+    """How stored values became modality values (manifest column ``modality_path``)."""
+
+    RESCALE = "rescale"  # RescaleSlope (0028,1053) / RescaleIntercept (0028,1052), or 1 / 0
+    MODALITY_LUT_SEQUENCE = "modality-lut-sequence"  # (0028,3000), replaces the rescale
+
+
+class VoiPath(StrEnum):
+    """Which VOI stage an image took (manifest column ``voi_path``)."""
+
+    WINDOW = "window"  # a Window Center/Width pair with VOI LUT Function (0028,1056)
+    VOI_LUT_SEQUENCE = "voi-lut-sequence"  # (0028,3010), used when the file has no window
+    MIN_MAX = "min-max"  # neither in the file, or the config asks for min-max
+    MIN_MAX_FALLBACK = "min-max-fallback"  # the file's VOI was malformed, invalid or flat
+
+
+MODALITY_PATH, VOI_PATH, INVERTED = "modality_path", "voi_path", "inverted"
 
 IMAGE_FIELDS: Final = (
     pa.field(SOURCE_PATH, pa.string(), nullable=False),
@@ -156,6 +187,9 @@ IMAGE_FIELDS: Final = (
     pa.field("window_width", pa.float64()),
     pa.field("decoder", pa.string()),
     pa.field("window_fallback", pa.bool_()),
+    pa.field(MODALITY_PATH, pa.string()),
+    pa.field(VOI_PATH, pa.string()),
+    pa.field(INVERTED, pa.bool_()),  # MONOCHROME1 or Presentation LUT Shape INVERSE
     pa.field("crop_y0", pa.int32()),
     pa.field("crop_x0", pa.int32()),
     pa.field("crop_y1", pa.int32()),
@@ -194,7 +228,7 @@ class QuarantineReason(StrEnum):
     UNSUPPORTED_SYNTAX = "unsupported_syntax"
     MULTI_FRAME = "multi_frame"
     UNSUPPORTED_PHOTOMETRIC = "unsupported_photometric"  # RGB, palette, YBR...
-    INVALID_BITS = "invalid_bits"  # BitsStored > BitsAllocated and the like
+    INVALID_BITS = "invalid_bits"  # BitsStored > BitsAllocated, HighBit != BitsStored - 1...
     TOO_LARGE = "too_large"  # declared dimensions over the pixel limit (decompression bomb)
     BLANK_IMAGE = "blank_image"  # constant pixel values, e.g. all zero
     DECODE_FAILED = "decode_failed"  # every decoder failed on a well-formed header
@@ -227,6 +261,7 @@ SHARD_QUARANTINE_DIR: Final = "quarantine"
 PNG_DIR: Final = "png"
 VALIDATION_DIR: Final = "validation"
 REGISTRY_DIR: Final = "registry"  # model cards and promotion decisions, per model version
+INGEST_LOCK_FILE: Final = "_lock/ingest.json"  # held while an ingest writes OUT (tasks/lock.py)
 SYNTHETIC_MARKER: Final = "synthetic.json"  # in RAW: written by `mammo synth`
 
 _ID = r"(0|[1-9][0-9]{0,18})"  # a non-negative int64 without leading zeros

@@ -69,6 +69,16 @@ def quarantine_frame(records: Iterable[dict[str, object]]) -> pd.DataFrame:
     return frame
 
 
+def read_csv_table(data: bytes, name: str) -> pd.DataFrame:
+    """A metadata CSV as distributed, every cell a string and only empty cells missing: the
+    one way the project reads ``train.csv`` and ``test.csv`` (typing is
+    :func:`parse_metadata_csv`'s job)."""
+    try:
+        return pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise MetadataError(f"{name} cannot be parsed as CSV: {exc}") from exc
+
+
 def parse_metadata_csv(data: bytes, subset: c.Subset) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Type the rows of ``{subset}.csv``; returns (rows, quarantine).
 
@@ -77,10 +87,7 @@ def parse_metadata_csv(data: bytes, subset: c.Subset) -> tuple[pd.DataFrame, pd.
     ``f"{patient_id}_{laterality}"``.
     """
     name = c.csv_name(subset)
-    try:
-        raw = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, na_values=[""])
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise MetadataError(f"{name} cannot be parsed as CSV: {exc}") from exc
+    raw = read_csv_table(data, name)
     missing = [col for col in c.REQUIRED_COLUMNS[subset] if col not in raw.columns]
     if missing:
         raise MetadataError(

@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
-import io
 import tempfile
 from pathlib import Path
 
-import pandas as pd
 from prefect import task
 
 from mammo import contract as c
 from mammo.eda import metadata_report
+from mammo.inventory import read_csv_table
 from tasks.logs import run_logger
+from tasks.retry import transient_only
 from tasks.storage import open_store
 
 EDA_DIR = "eda"
 
 
-@task(name="eda-report", retries=1)
+@task(name="eda-report", retries=1, retry_condition_fn=transient_only())
 def eda_report(raw: str, data: str) -> dict[str, float]:
     """Write OUT/eda/ (eda.md and its PNG plots) from RAW's train.csv; return the key figures."""
-    csv = pd.read_csv(io.BytesIO(open_store(raw).read_bytes(c.csv_name(c.Subset.TRAIN))))
+    name = c.csv_name(c.Subset.TRAIN)
+    csv = read_csv_table(open_store(raw).read_bytes(name), name)
     out = open_store(data)
     with tempfile.TemporaryDirectory() as tmp:
         report = metadata_report(csv, Path(tmp))

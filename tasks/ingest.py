@@ -23,11 +23,14 @@ from prefect import task
 
 from mammo import contract as c
 from mammo import inventory as inv
+from mammo.lease import Lease
 from mammo.preprocess import PreprocessConfig
 from mammo.shards import process_shard
 from tasks.cluster import ensure_ray, metrics
+from tasks.lock import OutLockedError, confirm_held
 from tasks.logs import run_logger
 from tasks.progress import ProgressReporter
+from tasks.retry import transient_only
 from tasks.settings import Settings
 from tasks.storage import StorageError, Store, open_store, read_parquet, write_parquet
 
@@ -124,7 +127,12 @@ def _read_committed(
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
-@task(name="plan-ingest", retries=2, retry_delay_seconds=5)
+@task(
+    name="plan-ingest",
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=transient_only(IngestError, OutLockedError),
+)
 def plan_ingest(
     raw: str,
     out: str,
@@ -366,18 +374,29 @@ def decode_shards(plan: IngestPlan, settings: Settings) -> DecodeReport:
     return report
 
 
-@task(name="finalize-ingest", retries=2, retry_delay_seconds=5)
-def finalize_ingest(plan: IngestPlan, decoded: DecodeReport) -> dict[str, object]:
+@task(
+    name="finalize-ingest",
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=transient_only(IngestError, OutLockedError),
+)
+def finalize_ingest(
+    plan: IngestPlan, decoded: DecodeReport, lease: Lease | None = None
+) -> dict[str, object]:
     """Publish manifest.parquet and quarantine.parquet for the current inputs, and check that
-    every input is in exactly one of them."""
+    every input is in exactly one of them. With the ``lease`` of OUT's lock (tasks/lock.py),
+    first remove the temporary files of killed writers; without it, leave them."""
     logger = run_logger()
     out = open_store(plan.out)
-    # Every shard of this run has finished: temporary files now are those of killed writers.
-    leftovers = out.remove_temporaries("", recursive=False)  # manifest, quarantine, ...
-    for folder in (c.SHARDS_DIR, c.SHARD_QUARANTINE_DIR, c.PNG_DIR, WORK_DIR):
-        leftovers += out.remove_temporaries(folder)
-    if leftovers:
-        logger.info("Removed %d temporary files of interrupted writes", len(leftovers))
+    if lease is not None:
+        # Every shard of this run has finished and no other ingest can write here while the
+        # lock is ours: temporary files now are those of killed writers.
+        confirm_held(out, lease)
+        leftovers = out.remove_temporaries("", recursive=False)  # manifest, quarantine, ...
+        for folder in (c.SHARDS_DIR, c.SHARD_QUARANTINE_DIR, c.PNG_DIR, WORK_DIR):
+            leftovers += out.remove_temporaries(folder)
+        if leftovers:
+            logger.info("Removed %d temporary files of interrupted writes", len(leftovers))
     candidates = read_parquet(out, f"{plan.work}/candidates.parquet").to_pandas()
     wanted = pd.MultiIndex.from_frame(candidates.astype(str))
 

@@ -9,14 +9,13 @@ and is counted in the summary.
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Any
 
-import pandas as pd
 from prefect import task
 
 from mammo import contract as c
+from mammo.inventory import parse_metadata_csv
 from mammo.metrics import aggregate_breasts
 from tasks.logs import run_logger
 from tasks.scoring import load_bundle, read_manifest, score_rows
@@ -32,15 +31,17 @@ def predict_breasts(
 ) -> dict[str, Any]:
     logger = run_logger()
     bundle = load_bundle(model_uri, settings.mlflow_tracking_uri)
-    test = pd.read_csv(io.BytesIO(open_store(raw).read_bytes(c.csv_name(c.Subset.TEST))))
-    breasts = pd.DataFrame(
-        {
-            c.PREDICTION_ID: [
-                c.prediction_id(p, side)
-                for p, side in zip(test[c.PATIENT_ID], test[c.LATERALITY], strict=True)
-            ]
-        }
-    ).drop_duplicates()
+    test, unusable = parse_metadata_csv(
+        open_store(raw).read_bytes(c.csv_name(c.Subset.TEST)), c.Subset.TEST
+    )
+    if len(unusable):
+        logger.warning(
+            "%d row(s) of %s cannot be scored (%s): no prediction_id can be formed",
+            len(unusable),
+            c.csv_name(c.Subset.TEST),
+            "; ".join(unusable["detail"].astype(str).head(3)),
+        )
+    breasts = test[[c.PREDICTION_ID]].drop_duplicates()
     scored = score_rows(work, read_manifest(work), [model_uri], settings)
     per_breast = aggregate_breasts(scored, "model_0", bundle.config.aggregation)  # type: ignore[arg-type]
     submission = breasts.merge(

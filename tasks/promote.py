@@ -38,6 +38,7 @@ from tasks.lineage import ValidationFact, manifest_hash, validation_fact
 from tasks.logs import run_logger
 from tasks.model_card import publish_card, publish_markdown, publish_note
 from tasks.registry import PREVIOUS, ROLLED_BACK, PromotionError, promotion_lock
+from tasks.retry import transient_only
 from tasks.scoring import load_bundle, read_manifest, score_rows
 from tasks.settings import Settings
 
@@ -78,7 +79,12 @@ def breast_table(
     return frame
 
 
-@task(name="promote-challenger", retries=1, retry_delay_seconds=10)
+@task(
+    name="promote-challenger",
+    retries=1,
+    retry_delay_seconds=10,
+    retry_condition_fn=transient_only(PromotionError),
+)
 def promote_challenger(
     data: str, settings: Settings, protocol: PromotionProtocol
 ) -> dict[str, Any]:

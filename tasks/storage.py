@@ -36,6 +36,10 @@ READ_ATTEMPTS = 3  # whole Parquet reads (see read_parquet)
 TEMPORARY_PATTERN = ".*.tmp-*"  # LocalStore.staged_write's temporary names
 
 
+class StorageURIError(ValueError):
+    """A location that names no store (``s3:/x``, ``s3://``, ``ftp://...``)."""
+
+
 class StorageError(RuntimeError):
     """A storage operation failed for good (after retries)."""
 
@@ -53,16 +57,24 @@ class Store(Protocol):
     def arrow_path(self, relpath: str) -> tuple[pafs.FileSystem, str]: ...
 
 
+def check_uri(uri: str) -> str:
+    """``uri``'s scheme ("s3", "" or "file"), or a :class:`StorageURIError` saying why not."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3" and not parsed.netloc:
+        raise StorageURIError(f"S3 URI without a bucket: {uri!r} (use s3://bucket/prefix)")
+    if parsed.scheme not in ("s3", "", "file"):
+        raise StorageURIError(
+            f"unsupported storage URI {uri!r}: use a local path or s3://bucket/prefix"
+        )
+    return parsed.scheme
+
+
 def open_store(uri: str) -> Store:
     """A store for ``s3://bucket/prefix`` or a local directory path (``file://`` allowed)."""
-    parsed = urlparse(uri)
-    if parsed.scheme == "s3":
-        if not parsed.netloc:
-            raise ValueError(f"S3 URI without a bucket: {uri!r}")
+    scheme, parsed = check_uri(uri), urlparse(uri)
+    if scheme == "s3":
         return S3Store(parsed.netloc, parsed.path.strip("/"))
-    if parsed.scheme in ("", "file"):
-        return LocalStore(Path(parsed.path if parsed.scheme else uri))
-    raise ValueError(f"unsupported storage URI {uri!r}: use a local path or s3://bucket/prefix")
+    return LocalStore(Path(parsed.path if scheme else uri))
 
 
 def absolute_uri(uri: str) -> str:

@@ -51,15 +51,11 @@ from tasks.train_data import (
     quiet_ray_data,
     split_rows,
 )
-from tasks.train_loop import STATE_FILE, train_loop_per_worker
+from tasks.train_loop import TrainingError, read_state, train_loop_per_worker
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 MAMMO_CODE = Path(__file__).resolve().parents[1] / "mammo"
 SPLITS = (Split.TRAIN, Split.VAL, Split.HOLDOUT)
-
-
-class TrainingError(RuntimeError):
-    """Training could not produce a model; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -219,7 +215,7 @@ def _fit_and_log(
     if result.checkpoint is None:
         raise TrainingError(f"training reported no checkpoint ({result.error})")
     with result.checkpoint.as_directory() as directory:
-        state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=False)
+        state = read_state(directory)
     model = build_model(cfg, target, encoder.n_features if encoder else 0)
     model.load_state_dict(state["best"])
     history: list[dict[str, float]] = state["history"]

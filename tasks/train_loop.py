@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import pickle
 import tempfile
 import time
 from pathlib import Path
@@ -43,6 +44,12 @@ from tasks.cluster import publish_training_metrics
 from tasks.train_data import IMAGE, LABEL, METADATA, dataset_arrays
 
 log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """Training could not produce a model; the message says why."""
+
+
 STATE_FILE = "state.pt"
 EVAL_BATCH = 64
 
@@ -69,7 +76,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=False)
+            state = read_state(directory)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         stopper.__dict__.update(state["stopper"])
@@ -95,11 +102,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             generator,
         )
         loss = _mean_over_workers(loss, world, device)
-        metrics = _validate(model, val, target, cfg, device, world)
+        metrics = {
+            k: float(v) for k, v in _validate(model, val, target, cfg, device, world).items()
+        }
         stop = stopper.update(metrics.get(cfg.monitor, math.nan))
         if stopper.improved or best_state is None:
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-        record = {"epoch": float(epoch), "train_loss": loss, **metrics}
+        record = {"epoch": float(epoch), "train_loss": float(loss), **metrics}
         history.append(record)
         if rank == 0:  # before the checkpoint: a restart from it never leaves the epoch unlogged
             _log_live(config.get("mlflow"), record, epoch)
@@ -205,6 +214,21 @@ def _report(
             checkpoint = ray.train.Checkpoint.from_directory(directory)
         ray.train.report(record, checkpoint=checkpoint)
     publish_training_metrics([record])
+
+
+def read_state(directory: str | Path) -> dict[str, Any]:
+    """A checkpoint's training state: tensors and plain values only.
+
+    Checkpoints live on shared storage; ``weights_only`` refuses any pickled object, so
+    whoever can write the bucket cannot run code in training.
+    """
+    try:
+        state: dict[str, Any] = torch.load(
+            Path(directory) / STATE_FILE, map_location="cpu", weights_only=True
+        )
+    except pickle.UnpicklingError as exc:
+        raise TrainingError(f"checkpoint {directory} holds more than tensors: {exc}") from exc
+    return state
 
 
 def _log_live(tracking: dict[str, str] | None, record: dict[str, float], epoch: int) -> None:

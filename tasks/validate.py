@@ -1,9 +1,12 @@
-"""The validation gate: Great Expectations suites on train.csv and on the decoded set.
+"""The validation gates: Great Expectations suites on train.csv and on the decoded set.
 
-Both reports are saved as JSON beside the data (``OUT/validation/``) and shown to a person
-as a Prefect markdown artifact. A failed suite raises :class:`DataValidationError`, whose
-message names each failed expectation with example offending values: the pipeline stops
-there and trains nothing.
+The nightly flow runs two gates. :func:`validate_metadata` checks RAW's train.csv before
+anything is decoded, so a broken feed stops the night in seconds; :func:`validate_data`
+checks the decoded set after the ingest and records both outcomes under the manifest's hash
+(what promotion looks up). Reports are saved as JSON beside the data (``OUT/validation/``)
+and shown to a person as a Prefect markdown artifact. A failed suite raises
+:class:`DataValidationError`, whose message names each failed expectation with example
+offending values: the pipeline stops there and trains nothing.
 """
 
 from __future__ import annotations
@@ -13,17 +16,18 @@ import io
 import json
 from typing import Any
 
-import pandas as pd
 import pyarrow.parquet as pq
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import TaskRunContext
 
 from mammo import contract as c
+from mammo.inventory import read_csv_table
 from mammo.preprocess import PreprocessConfig
 from tasks.ingest import INGEST_SUMMARY_FILE
 from tasks.lineage import record_validation
 from tasks.logs import run_logger
+from tasks.retry import transient_only
 from tasks.storage import open_store
 from tasks.validate_gx import (
     DataValidationError,
@@ -33,10 +37,33 @@ from tasks.validate_gx import (
     validate_raw_metadata,
 )
 
-__all__ = ["DataValidationError", "validate_data"]
+__all__ = ["DataValidationError", "validate_data", "validate_metadata"]
 
 
-@task(name="validate-data")
+@task(name="validate-metadata", retries=1, retry_condition_fn=transient_only(DataValidationError))
+def validate_metadata(
+    raw: str, data: str, config: dict[str, Any] | None = None, subset: str = "train"
+) -> dict[str, int]:
+    """The first gate, before any decode: the metadata suite on RAW's CSV; raise if it fails."""
+    name = c.csv_name(c.Subset(subset))
+    report = validate_raw_metadata(
+        read_csv_table(open_store(raw).read_bytes(name), name), ValidationConfig(**(config or {}))
+    )
+    document = json.dumps(report.to_dict(), indent=2, default=str).encode()
+    open_store(data).write_bytes(f"{c.VALIDATION_DIR}/{report.suite}.json", document)
+    _publish([report], key="metadata-validation")
+    run_logger().info(
+        "Metadata gate on %s: %s (%s)",
+        name,
+        "passed" if report.success else "FAILED",
+        report.statistics,
+    )
+    if not report.success:
+        raise DataValidationError(report)
+    return report.statistics
+
+
+@task(name="validate-data", retries=1, retry_condition_fn=transient_only(DataValidationError))
 def validate_data(raw: str, data: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run both suites; save and publish the reports; raise if either failed."""
     logger = run_logger()
@@ -47,12 +74,7 @@ def validate_data(raw: str, data: str, config: dict[str, Any] | None = None) -> 
     cfg = ValidationConfig(
         **(config or {}), expected_rows=preprocess.out_rows, expected_cols=preprocess.out_cols
     )
-    csv = pd.read_csv(
-        io.BytesIO(raw_store.read_bytes(c.csv_name(subset))),
-        dtype=str,
-        keep_default_na=False,
-        na_values=[""],
-    )
+    csv = read_csv_table(raw_store.read_bytes(c.csv_name(subset)), c.csv_name(subset))
     columns = [f.name for f in c.MANIFEST_SCHEMA]
     manifest_bytes = out.read_bytes(c.MANIFEST_FILE)  # one read: the hash names what is checked
     data_hash = hashlib.sha256(manifest_bytes).hexdigest()
@@ -84,13 +106,13 @@ def validate_data(raw: str, data: str, config: dict[str, Any] | None = None) -> 
     return {"manifest_hash": data_hash, **{r.suite: r.statistics for r in reports}}
 
 
-def _publish(reports: list[ValidationReport]) -> None:
+def _publish(reports: list[ValidationReport], key: str = "data-validation") -> None:
     if TaskRunContext.get() is None:
         return  # called outside a Prefect run (e.g. .fn() in a test)
     markdown = "\n\n".join(f"## {r.suite}\n\n{r.to_markdown()}" for r in reports)
     ok = all(r.success for r in reports)
     create_markdown_artifact(
-        key="data-validation",
+        key=key,
         markdown=markdown,
         description="Great Expectations: " + ("passed" if ok else "FAILED"),
     )

@@ -50,6 +50,7 @@ from mammo.contract import (
     MACHINE_ID,
     MANIFEST_SCHEMA,
     METADATA_COLUMNS,
+    MODALITY_PATH,
     PATIENT_ID,
     PIXEL_MEAN,
     PIXEL_STD,
@@ -59,11 +60,15 @@ from mammo.contract import (
     SITE_ID,
     TRAIN_COLUMNS,
     VIEW,
+    VOI_PATH,
     Laterality,
+    ModalityPath,
     Subset,
     View,
+    VoiPath,
     prediction_id,
 )
+from mammo.validation import InvalidValidationInput, ValidationConfig
 
 # Derived columns of the breast and summary tables.
 CANCER_LABELS = "distinct_cancer_labels"
@@ -71,7 +76,17 @@ QUARANTINE_RATE = "quarantine_rate"
 
 # The only columns whose values may appear as examples in a report (no PHI is among them).
 EXAMPLE_COLUMNS = frozenset(
-    {*METADATA_COLUMNS, ROWS, COLS, PIXEL_MEAN, PIXEL_STD, CANCER_LABELS, QUARANTINE_RATE}
+    {
+        *METADATA_COLUMNS,
+        ROWS,
+        COLS,
+        PIXEL_MEAN,
+        PIXEL_STD,
+        MODALITY_PATH,
+        VOI_PATH,
+        CANCER_LABELS,
+        QUARANTINE_RATE,
+    }
 )
 MAX_EXAMPLES = 5
 _MAX_EXAMPLE_CHARS = 40
@@ -80,38 +95,12 @@ _NUMBER = r"^[0-9]+(?:\.[0-9]+)?$"  # a non-negative decimal number as written
 _RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES}
 
 
-class InvalidValidationInput(ValueError):
-    """A validation was asked for with an impossible configuration or impossible counts."""
-
-
 class DataValidationError(RuntimeError):
     """Data failed validation; carries the failed reports, names every failed expectation."""
 
     def __init__(self, *reports: ValidationReport) -> None:
         super().__init__("\n\n".join(report.failure_message() for report in reports))
         self.reports = reports
-
-
-@dataclass(frozen=True)
-class ValidationConfig:
-    """What the data must look like; saved with every validation report.
-
-    ``expected_rows``/``expected_cols`` are PreprocessConfig's out_rows/out_cols.
-    """
-
-    positive_rate_band: tuple[float, float] = (0.0, 0.2)
-    max_quarantine_rate: float = 0.05
-    expected_rows: int = 1024
-    expected_cols: int = 512
-
-    def __post_init__(self) -> None:
-        low, high = self.positive_rate_band
-        if not 0.0 <= low <= high <= 1.0:
-            raise InvalidValidationInput(f"positive_rate_band {self.positive_rate_band}")
-        if not 0.0 <= self.max_quarantine_rate <= 1.0:
-            raise InvalidValidationInput(f"max_quarantine_rate {self.max_quarantine_rate}")
-        if self.expected_rows < 1 or self.expected_cols < 1:
-            raise InvalidValidationInput(f"image size {self.expected_rows}x{self.expected_cols}")
 
 
 @dataclass(frozen=True)
@@ -268,6 +257,12 @@ def decoded_set_suite(expected_images: int, cfg: ValidationConfig) -> dict[str, 
         _between(PIXEL_STD, 0.0, None, text="> 0 (not constant)", strict=True),
         gxe.ExpectColumnValuesToNotBeNull(column=PIXEL_MEAN, description="no missing"),
         _between(PIXEL_MEAN, 0.0, 1.0, text="in (0, 1): not all black or white", strict=True),
+        *(
+            gxe.ExpectColumnValuesToNotBeNull(column=column, description="no missing")
+            for column in (MODALITY_PATH, VOI_PATH)
+        ),
+        _in_set(MODALITY_PATH, [v.value for v in ModalityPath]),
+        _in_set(VOI_PATH, [v.value for v in VoiPath]),
     ]
     summary: list[Expectation] = [
         gxe.ExpectColumnMaxToBeBetween(

@@ -20,6 +20,7 @@ from tests.flows.conftest import PREPROCESS, SPLIT, VALIDATION
 from tests.support.data import make_raw
 from tests.support.protocols import protocol_file
 from tests.support.servers import free_port
+from tests.support.toml import write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -186,11 +187,22 @@ def _four_deployments_one_after_another_promote(
         evidence={"min_breasts": 4, "min_positive_breasts": 1},
         first_model={"auc": 0.0},
     )
+    config = write_config(  # the deployments' `config` parameter: one file for all four
+        root / "nightly.toml",
+        {
+            "ingest": {"shard_size": 32},
+            "preprocess": PREPROCESS,
+            "validation": VALIDATION,
+            "train": FAST_TRAIN,
+            "split": SPLIT,
+            "promotion": {"protocol": protocol},
+        },
+    )
     steps = [
-        ("ingest/ingest", {"out": out, "shard_size": 32, "preprocess": PREPROCESS}),
-        ("validate/validate", {"data": out, "config": VALIDATION}),
-        ("train/train", {"data": out, "config": FAST_TRAIN, "split": SPLIT}),
-        ("promote/promote", {"data": out, "protocol": protocol}),
+        ("ingest/ingest", {"out": out, "config": config}),
+        ("validate/validate", {"data": out, "config": config}),
+        ("train/train", {"data": out, "config": config}),
+        ("promote/promote", {"data": out, "config": config}),
     ]
     for name, params in steps:
         args = ["deployment", "run", name]
@@ -206,6 +218,9 @@ def _four_deployments_one_after_another_promote(
     assert version.tags["mammo.data"] == out and version.tags["mammo.validation"] == "passed"
     assert version.tags["mammo.promotion.decision"] == "promoted"
     assert version.tags["mammo.promotion.protocol"] == "tests-small-holdout"
+    params = client.get_run(version.run_id).data.params  # the file's [train] reached training
+    assert params["train.epochs"] == str(FAST_TRAIN["epochs"])
+    assert params["preprocess.out_rows"] == str(PREPROCESS["out_rows"])
 
 
 def _wait_for_terminal(run_id: str, env: dict[str, str], timeout: float) -> str:

@@ -162,7 +162,7 @@ def test_batch_prediction_writes_one_probability_per_breast(
     assert set(pd.read_csv(binary)[c.CANCER]) <= {0, 1}
 
 
-def test_failed_validation_stops_the_pipeline_before_training(
+def test_a_broken_train_csv_stops_the_night_before_any_decode(
     pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     home = tmp_path / "home"
@@ -177,6 +177,10 @@ def test_failed_validation_stops_the_pipeline_before_training(
         run_nightly(broken, tmp_path / "out")
 
     assert (tmp_path / "out" / "validation" / "raw_metadata.json").is_file()
+    assert not (tmp_path / "out" / c.MANIFEST_FILE).exists()  # the metadata gate came first
+    assert not list((tmp_path / "out").rglob("*.png")) and not list(
+        (tmp_path / "out").rglob("*.parquet")
+    )
     uri = Settings.from_env().mlflow_tracking_uri
     client = MlflowClient(uri, registry_uri=uri)
     assert client.search_registered_models() == []

@@ -144,7 +144,7 @@ def test_by_hand_the_steps_one_at_a_time_promote_as_the_nightly_does(journey: Jo
     assert "Promotion: refused" in never
     assert "never validated" in never and f"mammo validate --raw RAW --data {out}" in never
 
-    # the default band (0 to 0.2) rejects this enriched set: failed, with the report named
+    # the default band (0.001 to 0.2) rejects this enriched set: failed, with the report named
     failure = failed(journey.mammo("validate", "--raw", raw, "--data", out))
     assert "positive" in failure
     refused = ok(journey.mammo("promote", "--data", out, "--protocol", small))

@@ -27,6 +27,7 @@ from mammo.contract import (
     LATERALITY,
     MACHINE_ID,
     MANIFEST_SCHEMA,
+    MODALITY_PATH,
     PATIENT_ID,
     PNG_PATH,
     PREDICTION_ID,
@@ -34,6 +35,7 @@ from mammo.contract import (
     SITE_ID,
     SOURCE_PATH,
     VIEW,
+    VOI_PATH,
     Subset,
     image_relpath,
     png_relpath,
@@ -89,6 +91,7 @@ def good_manifest(n_images: int = 4 * N_PATIENTS) -> pd.DataFrame:
             FINGERPRINT: f"fp{k}", ROWS: CFG.expected_rows, COLS: CFG.expected_cols,
             PIXEL_MEAN: 0.3 + k / 1000, PIXEL_STD: 0.1, CONFIG_HASH: "c0ffee",
             PNG_PATH: png_relpath(patient, image), SHARD: "shards/part-00000.parquet",
+            MODALITY_PATH: "rescale", VOI_PATH: ["window", "min-max", "voi-lut-sequence"][k % 3],
         })  # fmt: skip
     return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA).to_pandas()
 
@@ -197,6 +200,13 @@ def test_positive_rate_band_is_the_callers() -> None:
     assert "positive rate within [0.1, 0.2]" in report.failure_message()
 
 
+def test_a_feed_that_lost_every_label_fails_the_default_band() -> None:
+    unlabelled = good_csv().assign(**{CANCER: 0})
+    report = validate_raw_metadata(unlabelled, ValidationConfig())
+    assert failed(report) == {("csv_values", "expect_column_mean_to_be_between", (CANCER,))}
+    assert validate_raw_metadata(good_csv(), ValidationConfig()).success
+
+
 def test_examples_are_capped_and_distinct() -> None:
     df = good_csv().astype({LATERALITY: object})
     df.loc[:11, LATERALITY] = [f"bad{i % 8}" for i in range(12)]  # 12 rows, 8 distinct
@@ -223,7 +233,7 @@ def test_good_decoded_set_passes() -> None:
     assert rate.observed == pytest.approx(1 / 41)
 
 
-def with_manifest_cell(row: int, column: str, value: float) -> pd.DataFrame:
+def with_manifest_cell(row: int, column: str, value: float | str | None) -> pd.DataFrame:
     manifest = good_manifest()
     manifest.loc[row, column] = value
     return manifest
@@ -242,6 +252,15 @@ DECODED_CASES = [
                  "expect_column_values_to_be_between", (PIXEL_MEAN,), "0.0", id="all-zero-image"),
     pytest.param(with_manifest_cell(3, PIXEL_MEAN, 1.0), 40, 0, "manifest",
                  "expect_column_values_to_be_between", (PIXEL_MEAN,), "1.0", id="all-white-image"),
+    pytest.param(with_manifest_cell(3, VOI_PATH, "gamma"), 40, 0, "manifest",
+                 "expect_column_values_to_be_in_set", (VOI_PATH,), "gamma",
+                 id="unknown-voi-path"),
+    pytest.param(with_manifest_cell(3, MODALITY_PATH, "palette"), 40, 0, "manifest",
+                 "expect_column_values_to_be_in_set", (MODALITY_PATH,), "palette",
+                 id="unknown-modality-path"),
+    pytest.param(with_manifest_cell(3, VOI_PATH, None), 40, 0, "manifest",
+                 "expect_column_values_to_not_be_null", (VOI_PATH,), None,
+                 id="voi-path-missing"),
     pytest.param(good_manifest().drop(columns=[SHARD]), 40, 0, "manifest",
                  "expect_table_columns_to_match_set", (), None, id="manifest-column-missing"),
     pytest.param(good_manifest(), 50, 10, "summary", "expect_column_max_to_be_between",
@@ -324,7 +343,7 @@ def test_report_round_trips_through_json_and_renders_markdown(tmp_path: Path) ->
     assert saved["success"] is False
     assert saved["statistics"]["unsuccessful"] == 1
     assert saved["statistics"]["evaluated"] == len(report.results)
-    assert saved["config"]["positive_rate_band"] == [0.0, 0.2]
+    assert saved["config"]["positive_rate_band"] == list(CFG.positive_rate_band)
     (bad,) = [r for r in saved["results"] if not r["success"]]
     assert (bad["columns"], bad["examples"]) == ([LATERALITY], ["X"])
     lines = report.to_markdown().splitlines()
