@@ -264,8 +264,12 @@ REGISTRY_DIR: Final = "registry"  # model cards and promotion decisions, per mod
 INGEST_LOCK_FILE: Final = "_lock/ingest.json"  # held while an ingest writes OUT (tasks/lock.py)
 SYNTHETIC_MARKER: Final = "synthetic.json"  # in RAW: written by `mammo synth`
 
-_ID = r"(0|[1-9][0-9]{0,18})"  # a non-negative int64 without leading zeros
-_IMAGE_RELPATH = re.compile(rf"^(train|test)_images/{_ID}/{_ID}\.dcm$")
+# One rule for every id (site, machine, patient, image) in the CSV, the file names and the
+# validation suite: a non-negative decimal integer without sign or leading zeros, of at most
+# 18 digits, so that every id fits an int64 (whose largest value has 19 digits).
+MAX_ID_DIGITS: Final = 18
+ID_PATTERN: Final = rf"(?:0|[1-9][0-9]{{0,{MAX_ID_DIGITS - 1}}})"
+_IMAGE_RELPATH = re.compile(rf"^(train|test)_images/({ID_PATTERN})/({ID_PATTERN})\.dcm$")
 
 
 def csv_name(subset: Subset) -> str:

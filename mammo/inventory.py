@@ -30,7 +30,7 @@ SOURCE_COLUMNS: Final = (c.SOURCE_PATH, c.FINGERPRINT)
 ITEM_COLUMNS: Final = (*c.METADATA_COLUMNS, *SOURCE_COLUMNS)
 CSV_LINE = "csv_line"
 
-_INT_ID = re.compile(r"^\s*(0|[1-9][0-9]{0,17})\s*$")
+_INT_ID = re.compile(rf"^\s*({c.ID_PATTERN})\s*$")
 _TRUE, _FALSE = {"true", "1", "1.0", "yes"}, {"false", "0", "0.0", "no"}
 _INT_COLUMNS: Final = (c.SITE_ID, c.MACHINE_ID, c.IMPLANT, c.CANCER, c.BIOPSY, c.INVASIVE, c.BIRADS)
 
@@ -234,7 +234,8 @@ def join_inventory(
                         None,
                         None,
                         c.QuarantineReason.UNEXPECTED_PATH,
-                        f"not named {prefix}{{patient_id}}/{{image_id}}.dcm",
+                        f"not named {prefix}{{patient_id}}/{{image_id}}.dcm with ids of "
+                        f"at most {c.MAX_ID_DIGITS} digits",
                     )
                 )
             continue

@@ -43,12 +43,14 @@ from mammo.contract import (
     COLS,
     DENSITIES,
     DENSITY,
+    ID_PATTERN,
     IMAGE_ID,
     IMPLANT,
     INVASIVE,
     LATERALITY,
     MACHINE_ID,
     MANIFEST_SCHEMA,
+    MAX_ID_DIGITS,
     METADATA_COLUMNS,
     MODALITY_PATH,
     PATIENT_ID,
@@ -90,7 +92,7 @@ EXAMPLE_COLUMNS = frozenset(
 )
 MAX_EXAMPLES = 5
 _MAX_EXAMPLE_CHARS = 40
-_INTEGER = r"^(?:0|[1-9][0-9]*)$"  # a non-negative integer as written, no sign or leading zeros
+_INTEGER = rf"^{ID_PATTERN}$"  # an id as written: contract.ID_PATTERN (fits an int64)
 _NUMBER = r"^[0-9]+(?:\.[0-9]+)?$"  # a non-negative decimal number as written
 _RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES}
 
@@ -220,7 +222,10 @@ def raw_metadata_suite(cfg: ValidationConfig) -> dict[str, list[Expectation]]:
         *(gxe.ExpectColumnToExist(column=c, description="present") for c in required),
         *(gxe.ExpectColumnValuesToNotBeNull(column=c, description="no missing") for c in required),
         *(_in_set(c, allowed) for c, allowed in domains),
-        *(_matches(c, _INTEGER, "an integer") for c in (SITE_ID, PATIENT_ID, IMAGE_ID, MACHINE_ID)),
+        *(
+            _matches(c, _INTEGER, f"an id of at most {MAX_ID_DIGITS} digits")
+            for c in (SITE_ID, PATIENT_ID, IMAGE_ID, MACHINE_ID)
+        ),
         _matches(AGE, _NUMBER, "a number or missing"),
         _unique(PATIENT_ID, IMAGE_ID),
     ]

@@ -185,3 +185,31 @@ def test_shard_names_depend_on_config_and_content() -> None:
     assert (
         inv.plan_shards(items, 10, "a")[0].name != inv.plan_shards(items.iloc[1:], 10, "a")[0].name
     )
+
+
+LONGEST = "9" * c.MAX_ID_DIGITS  # the largest id the contract admits: fits an int64
+TOO_LONG = "9" * (c.MAX_ID_DIGITS + 1)  # beyond int64's 9223372036854775807
+
+
+def test_one_id_rule_for_the_csv_and_the_file_names() -> None:
+    rows, quarantine = inv.parse_metadata_csv(
+        make_csv(csv_line(LONGEST, 1), csv_line(1, TOO_LONG)), c.Subset.TRAIN
+    )
+    assert rows[c.PATIENT_ID].tolist() == [int(LONGEST)]
+    assert "image_id" in quarantine["detail"].iloc[0]
+    assert c.parse_image_relpath(f"train_images/{LONGEST}/{LONGEST}.dcm") is not None
+    assert c.parse_image_relpath(f"train_images/{TOO_LONG}/1.dcm") is None
+
+
+def test_an_oversized_folder_name_reaches_the_quarantine_not_a_crash() -> None:
+    files = [
+        *files_for((1, 10)),
+        inv.FileInfo(f"train_images/{TOO_LONG}/12.dcm", 5, "v"),
+        inv.FileInfo(f"train_images/1/{TOO_LONG}.dcm", 5, "v"),
+    ]
+    result = join([csv_line(1, 10)], files)
+    assert result.candidates[c.IMAGE_ID].tolist() == [10]
+    quarantined = result.quarantine.set_index("source")
+    for name in (f"train_images/{TOO_LONG}/12.dcm", f"train_images/1/{TOO_LONG}.dcm"):
+        assert quarantined.loc[name, "reason"] == "unexpected_path"
+        assert f"at most {c.MAX_ID_DIGITS} digits" in quarantined.loc[name, "detail"]

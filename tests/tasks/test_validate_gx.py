@@ -27,6 +27,7 @@ from mammo.contract import (
     LATERALITY,
     MACHINE_ID,
     MANIFEST_SCHEMA,
+    MAX_ID_DIGITS,
     MODALITY_PATH,
     PATIENT_ID,
     PNG_PATH,
@@ -355,3 +356,11 @@ def test_report_round_trips_through_json_and_renders_markdown(tmp_path: Path) ->
 def test_unnamed_image_columns_are_manifest_columns() -> None:
     assert {ROWS, COLS, PIXEL_MEAN, PIXEL_STD} <= set(MANIFEST_SCHEMA.names)
     assert PREDICTION_ID in MANIFEST_SCHEMA.names
+
+
+def test_the_suite_applies_the_contracts_id_rule() -> None:
+    longest, too_long = "9" * MAX_ID_DIGITS, "9" * (MAX_ID_DIGITS + 1)
+    assert validate_raw_metadata(set_cell(0, IMAGE_ID, longest)(good_csv()), CFG).success
+    report = validate_raw_metadata(set_cell(0, IMAGE_ID, too_long)(good_csv()), CFG)
+    assert failed(report) == {("csv_rows", "expect_column_values_to_match_regex", (IMAGE_ID,))}
+    assert f"an id of at most {MAX_ID_DIGITS} digits" in report.failure_message()
