@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import boto3
 import pandas as pd
 import pytest
 import torch
@@ -37,6 +38,7 @@ from tests.flows.conftest import Pipeline
 from tests.flows.test_promote import Registry, invert, keep
 from tests.support.mlflow_server import MlflowServer
 from tests.support.protocols import protocol_file
+from tests.support.servers import create_bucket
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -182,6 +184,17 @@ def test_by_hand_the_steps_one_at_a_time_promote_as_the_nightly_does(journey: Jo
         )
     )
     assert json.loads(Path(submission + ".json").read_text())["model_uri"] == f"models:/{SOURCE}/1"
+
+    # the same command to S3 (a real endpoint): the CSV and its record land under the key
+    create_bucket("journey-submissions")
+    s3_out = "s3://journey-submissions/nightly/submission.csv"
+    model = f"models:/{SOURCE}@champion"
+    ok(journey.mammo("predict", "--raw", raw, "--model", model, "--out", s3_out))
+    s3 = boto3.client("s3")
+    body = s3.get_object(Bucket="journey-submissions", Key="nightly/submission.csv")["Body"]
+    assert body.read().decode() == Path(submission).read_text()
+    record = s3.get_object(Bucket="journey-submissions", Key="nightly/submission.csv.json")
+    assert json.loads(record["Body"].read())["model_uri"] == f"models:/{SOURCE}/1"
 
 
 def test_a_rollback_sticks_through_the_next_promotion(

@@ -194,14 +194,45 @@ def test_failed_start_stops_what_it_started(tmp_path: Path, case: str, reason: s
 # -- the running stack ---------------------------------------------------------------------
 
 
+def _cli_env(cfg: StackConfig) -> dict[str, str]:
+    """The environment a user sets for `mammo up` to start ``cfg``'s stack (from_env)."""
+    ports = {f"MAMMO_{name.upper()}": str(getattr(cfg, name)) for name in PORT_FIELDS}
+    return {
+        **os.environ,
+        **ports,
+        "MAMMO_HOME": str(cfg.state_dir.parent),
+        "MAMMO_BUCKET": cfg.bucket,
+        "MAMMO_RAY_NUM_CPUS": str(cfg.ray_num_cpus),
+        "MAMMO_RAY_OBJECT_STORE_MB": str(cfg.ray_object_store_mb),
+    }
+
+
+def _mammo(command: str, cfg: StackConfig) -> str:
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "mammo"), command],
+        env=_cli_env(cfg),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    return done.stdout
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[StackConfig, StackInfo]]:
-    cfg = _test_config(tmp_path_factory.mktemp("stack") / "state")
+    """`mammo up` as a user runs it, configured through the documented variables."""
+    cfg = _test_config(tmp_path_factory.mktemp("stack") / "home" / "stack")
+    assert StackConfig.from_env(_cli_env(cfg)).state_dir == cfg.state_dir
     try:
-        info = up(cfg, echo=lambda line: None)
+        shown = _mammo("up", cfg)
+        info = up(cfg, echo=lambda line: None)  # already up: what it started, changes nothing
+        assert f"Prefect UI      {info.prefect_ui}" in shown
+        assert f"source {info.env_file}" in shown
         yield cfg, info
     finally:
-        down(cfg)
+        stopped = _mammo("down", cfg)
+        assert stopped.startswith("Stopped: ")
         shutil.rmtree(cfg.ray_temp_dir, ignore_errors=True)
 
 
@@ -390,6 +421,9 @@ def test_status_reports_every_service_running(stack: tuple[StackConfig, StackInf
     assert list(report) == list(SERVICES)
     assert all(line.startswith("running http://127.0.0.1:") for line in report.values()), report
     assert report["mlflow"] == f"running {info.mlflow_ui}"
+    shown = _mammo("status", cfg).splitlines()
+    assert [line.split()[0] for line in shown] == list(SERVICES)
+    assert f"running {info.mlflow_ui}" in shown[list(SERVICES).index("mlflow")]
 
 
 @pytest.mark.integration
