@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 from functools import cache
+from typing import TypedDict
 
 import ray
 from ray._private import ray_constants
@@ -77,16 +78,34 @@ def dashboard_url() -> str | None:
     """The Ray dashboard of the connected cluster (Ray has no public accessor for it)."""
     from ray._private.worker import get_dashboard_url
 
-    address = get_dashboard_url()
+    # Ray leaves get_dashboard_url unannotated.
+    address: str | None = get_dashboard_url()  # type: ignore[no-untyped-call]
     return f"http://{address}" if address else None
 
 
 def cluster_gpus() -> int:
-    return int(ray.cluster_resources().get("GPU", 0))
+    return int(cluster_resources().get("GPU", 0))
+
+
+def cluster_resources() -> dict[str, float]:
+    """Total resources of the connected cluster, by name ("CPU", "GPU", ...)."""
+    # Ray leaves cluster_resources unannotated.
+    resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
+    return resources
+
+
+class PipelineMetrics(TypedDict):
+    """The pipeline's own Ray metrics, by name."""
+
+    decoded: Counter
+    quarantined: Counter
+    ingest_rate: Gauge
+    epoch: Gauge
+    val_metric: Gauge
 
 
 @cache
-def metrics() -> dict[str, Counter | Gauge]:
+def metrics() -> PipelineMetrics:
     """The pipeline's metrics; created lazily in each process that reports them."""
     return {
         "decoded": Counter(

@@ -8,7 +8,7 @@ from prefect import get_run_logger
 from prefect.exceptions import MissingContextError
 
 
-def run_logger() -> logging.Logger | logging.LoggerAdapter:  # type: ignore[type-arg]
+def run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
     try:
         return get_run_logger()
     except MissingContextError:

@@ -18,10 +18,10 @@ class ProgressReporter:
         self,
         total: int,
         label: str,
-        logger: logging.Logger | logging.LoggerAdapter,
+        logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
         *,
         live: bool | None = None,
-    ) -> None:  # type: ignore[type-arg]
+    ) -> None:
         self.total, self.label, self.logger = total, label, logger
         self.started = self.last_log = time.monotonic()
         self.bar: Progress | None = None

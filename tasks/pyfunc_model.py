@@ -14,12 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import mlflow.pyfunc
 import pandas as pd
 from mlflow.models import set_model
+from mlflow.pyfunc.model import PythonModel  # its home: mlflow.pyfunc only re-imports it
 
 
-class MammoClassifier(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+class MammoClassifier(PythonModel):
     def load_context(self, context: Any) -> None:
         from mammo.inference import ModelBundle
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect.client.schemas.objects import TaskRun
-from prefect.states import State
+from prefect.client.schemas.objects import State, TaskRun
 
 # ValueError covers the domain's input and configuration errors (mammo.*Error, ProtocolError,
 # MetadataError, TrainConfigError ...); the RuntimeErrors named here are outcomes, not faults.

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import mlflow
 import numpy as np
@@ -33,10 +33,11 @@ from mammo.features import MetadataEncoder
 from mammo.inference import BundleConfig, ModelBundle
 from mammo.metrics import aggregate_breasts, best_threshold_f1
 from mammo.model_card import data_summary
+from mammo.models import Classifier
 from mammo.splits import Split, SplitConfig, assign_splits
 from mammo.training import Target, TrainConfig, build_model
 from tasks import tracking
-from tasks.cluster import cluster_gpus, ensure_ray, publish_training_metrics
+from tasks.cluster import cluster_gpus, cluster_resources, ensure_ray, publish_training_metrics
 from tasks.lineage import manifest_hash
 from tasks.logs import run_logger
 from tasks.model_card import EVALUATION_DIR
@@ -56,6 +57,20 @@ from tasks.train_loop import TrainingError, read_state, train_loop_per_worker
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 MAMMO_CODE = Path(__file__).resolve().parents[1] / "mammo"
 SPLITS = (Split.TRAIN, Split.VAL, Split.HOLDOUT)
+
+__all__ = [
+    "LOCKED_FIGURES",
+    "MAMMO_CODE",
+    "PYFUNC_CODE",
+    "SERVING_PACKAGES",
+    "SPLITS",
+    "TrainOutcome",
+    "TrainingError",
+    "load_frame",
+    "log_models",
+    "serving_requirements",
+    "train_model",
+]
 
 
 @dataclass(frozen=True)
@@ -170,19 +185,19 @@ def _fit_and_log(
     ensure_ray(settings)
     quiet_ray_data()
     store = open_store(data)
-    datasets = {}
-    for split in SPLITS:
-        part = frame[frame[c.SPLIT] == split.value]
+    datasets: dict[str, ray.data.Dataset] = {}  # by Split value
+    for member in SPLITS:
+        part = frame[frame[c.SPLIT] == member.value]
         if len(part):
             wanted = split_rows(part, target, encoder, cfg.image_rows, cfg.image_cols)
-            datasets[split.value] = build_dataset(store, part, wanted)
+            datasets[member.value] = build_dataset(store, part, wanted)
 
     gpus = cluster_gpus()
     use_gpu = cfg.use_gpu if cfg.use_gpu is not None else gpus > 0
     # A worker must fit on one node: on a cluster with many decode nodes the fair share of
     # all CPUs is more than a GPU node has, so MAMMO_TRAIN_CPUS_PER_WORKER caps it there.
     cpus = settings.train_cpus_per_worker or max(
-        1, int(ray.cluster_resources().get("CPU", 1) // cfg.num_workers)
+        1, int(cluster_resources().get("CPU", 1) // cfg.num_workers)
     )
     logger.info(
         "Ray Train: %d worker(s), %s, %d CPU each",
@@ -216,7 +231,8 @@ def _fit_and_log(
         raise TrainingError(f"training reported no checkpoint ({result.error})")
     with result.checkpoint.as_directory() as directory:
         state = read_state(directory)
-    model = build_model(cfg, target, encoder.n_features if encoder else 0)
+    # create_model (so build_model) builds a Classifier: its ``spec`` goes in the bundle.
+    model = cast(Classifier, build_model(cfg, target, encoder.n_features if encoder else 0))
     model.load_state_dict(state["best"])
     history: list[dict[str, float]] = state["history"]
     publish_training_metrics(history)
@@ -238,7 +254,8 @@ def _fit_and_log(
             report = {k: v for k, v in report.items() if k not in ("best_f1", "best_threshold")}
         metrics.update({f"{split}_{k}": v for k, v in report.items() if math.isfinite(v)})
     mlflow.log_metrics(metrics)
-    mlflow.log_dict(history, "history.json")
+    # MLflow types the argument as a dict; it logs any JSON/YAML-serializable value.
+    mlflow.log_dict(history, "history.json")  # type: ignore[arg-type]
     _log_evaluations(predictions, frame, target, cfg, threshold, data, data_hash)
 
     bundle = ModelBundle(
@@ -426,13 +443,13 @@ def log_models(bundle: ModelBundle, model: torch.nn.Module, work: Path) -> tuple
     bundle_dir = bundle.save(work / "bundle")
     code = _serving_code(work / "code")
     requirements = serving_requirements()
-    inputs = [ColSpec("binary", c.PNG)]
+    inputs: list[ColSpec | TensorSpec] = [ColSpec("binary", c.PNG)]  # Schema's element type
     if bundle.encoder is not None:
         kinds = {c.AGE: "double", c.IMPLANT: "long", c.SITE_ID: "long", c.MACHINE_ID: "long"}
         inputs += [
             ColSpec(kinds.get(col, "string"), col, required=False) for col in bundle.encoder.columns
         ]
-    outputs = (
+    outputs: list[ColSpec | TensorSpec] = (
         [ColSpec("double", c.PROBABILITY)]
         if target.is_binary
         else [ColSpec("double", f"{c.PROBABILITY}_{k}") for k in target.classes]

@@ -70,7 +70,7 @@ def decode_batch(batch: dict[str, np.ndarray], wanted: SplitRows) -> dict[str, n
     images = np.empty((len(keep), wanted.rows, wanted.cols), np.uint8)  # (B, rows, cols)
     for slot, i in enumerate(keep):
         images[slot] = to_training_image(decode_png(batch[c.PNG][i]), wanted.rows, wanted.cols)
-    out = {
+    out: dict[str, np.ndarray] = {
         c.IMAGE_ID: ids,
         IMAGE: images,
         LABEL: np.array([wanted.labels[int(i)] for i in ids]),
@@ -94,9 +94,15 @@ def build_dataset(store: Store, frame: pd.DataFrame, wanted: SplitRows) -> ray.d
         filesystem=filesystem,
         columns=[*ROW_COLUMNS, c.FINGERPRINT, c.PNG],
     )
-    return dataset.map_batches(
-        decode_batch, fn_kwargs={"wanted": wanted}, batch_size=64
-    ).materialize()
+    # Ray types the map as taking the batch alone, in any batch format: fn_kwargs supplies
+    # ``wanted``, and the default format of these columns is a dict of numpy arrays.
+    decoded = dataset.map_batches(
+        decode_batch,  # type: ignore[arg-type]
+        fn_kwargs={"wanted": wanted},
+        batch_size=64,
+    )
+    materialized: ray.data.Dataset = decoded.materialize()  # Ray's decorators drop its type
+    return materialized
 
 
 def dataset_arrays(dataset: ray.data.Dataset) -> dict[str, np.ndarray]:

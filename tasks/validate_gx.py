@@ -72,6 +72,23 @@ from mammo.contract import (
 )
 from mammo.validation import InvalidValidationInput, ValidationConfig
 
+__all__ = [
+    "CANCER_LABELS",
+    "EXAMPLE_COLUMNS",
+    "MAX_EXAMPLES",
+    "QUARANTINE_RATE",
+    "DataValidationError",
+    "ExpectationOutcome",
+    "InvalidValidationInput",  # from mammo.validation, re-exported
+    "ValidationConfig",  # from mammo.validation, re-exported
+    "ValidationReport",
+    "decoded_set_suite",
+    "raw_metadata_suite",
+    "save_report",
+    "validate_decoded_set",
+    "validate_raw_metadata",
+]
+
 # Derived columns of the breast and summary tables.
 CANCER_LABELS = "distinct_cancer_labels"
 QUARANTINE_RATE = "quarantine_rate"

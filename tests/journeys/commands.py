@@ -83,15 +83,15 @@ COMMANDS: Final[dict[str, str]] = {
     # runs (minutes to hours) are `make bench`, recorded in benchmarks/results/
     "make bench": SMOKE + "test_run_all_smoke_runs_the_chosen_benchmarks_and_gathers_them",
     "python -m benchmarks.run_all --smoke": SMOKE
-    + "test_run_all_smoke_runs_the_chosen_benchmarks_and_gathers_them",  # noqa: E501
+    + "test_run_all_smoke_runs_the_chosen_benchmarks_and_gathers_them",
     "python -m benchmarks.run_all --only decode_ceiling ingest_vs_ceiling": SMOKE
-    + "test_run_all_smoke_runs_the_chosen_benchmarks_and_gathers_them",  # noqa: E501
+    + "test_run_all_smoke_runs_the_chosen_benchmarks_and_gathers_them",
     "python -m benchmarks.decode_ceiling": SMOKE
-    + "test_decode_ceiling_smoke_times_every_decoder_on_every_case",  # noqa: E501
+    + "test_decode_ceiling_smoke_times_every_decoder_on_every_case",
     "python -m benchmarks.decode_ceiling --repeats 9 --cores 16": SMOKE
-    + "test_decode_ceiling_smoke_times_every_decoder_on_every_case",  # noqa: E501
+    + "test_decode_ceiling_smoke_times_every_decoder_on_every_case",
     "python -m benchmarks.peer_baseline --patients 20": SMOKE
-    + "test_peer_baseline_writes_one_8_bit_1024x512_png_per_file",  # noqa: E501
+    + "test_peer_baseline_writes_one_8_bit_1024x512_png_per_file",
     "python -m benchmarks.ingest_vs_ceiling --patients 20": SMOKE + "test_ingest_vs_ceiling_smoke",
     "python -m benchmarks.scale_count --images 5000": SMOKE + "test_scale_count_smoke",
     "python -m benchmarks.scale_count --images 54706": SMOKE + "test_scale_count_smoke",
