@@ -262,6 +262,17 @@ def _print_history(rows: list[dict[str, str]]) -> None:
             print(f"{'':>9}{row['reason']}")
 
 
+def cmd_compact(args: argparse.Namespace) -> int:
+    from flows.compact import compact
+
+    done = compact(out=args.out or "")
+    print(
+        f"Compacted {args.out or 'the default OUT'}: {done['rows_removed']} superseded rows "
+        f"removed, {done['shards_rewritten']} of {done['shards']} shards rewritten"
+    )
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from flows.predict import predict
 
@@ -412,6 +423,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--history", action="store_true", help="list versions, aliases, decisions")
     _add_config_arg(p)
     p.set_defaults(handler=cmd_promote)
+
+    p = sub.add_parser("compact", help="rewrite OUT's shards without superseded rows")
+    p.add_argument("--out", default=None, help="the ingest output (default $MAMMO_HOME/data)")
+    p.set_defaults(handler=cmd_compact)
 
     p = sub.add_parser("predict", help="score RAW/test.csv into a Kaggle submission CSV")
     p.add_argument("--raw", required=True, help="RSNA layout with test.csv and test_images/")

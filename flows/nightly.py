@@ -14,13 +14,16 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from flows.compact import compact
 from flows.ingest import ingest
 from flows.promote import promote
 from flows.train import train
 from mammo.config import IngestSettings, PromotionSettings
+from tasks.compact import superseded_fraction
 from tasks.config import load_config
 from tasks.eda import eda_report
 from tasks.settings import default_out
+from tasks.storage import open_store
 from tasks.validate import validate_data, validate_metadata
 
 
@@ -58,6 +61,8 @@ def nightly(
     validate_metadata(raw, out, validation)
     preprocess = night.merged("preprocess", preprocess)
     ingested = ingest(raw, out, "train", sizes.shard_size, sizes.max_patients, preprocess)
+    if superseded_fraction(open_store(out)) > sizes.compact_above:
+        compact(out)
     validated = validate_data(raw, out, validation)
     eda_state = eda_report(raw, out, return_state=True)
     eda: dict[str, Any] = {}

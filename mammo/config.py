@@ -29,10 +29,13 @@ class ConfigError(ValueError):
 class IngestSettings:
     shard_size: int = 256
     max_patients: int | None = None
+    compact_above: float = 0.2  # the nightly compacts OUT when this share of rows is superseded
 
     def __post_init__(self) -> None:
         if self.shard_size < 1:
             raise ConfigError(f"shard_size must be >= 1, got {self.shard_size}")
+        if not 0.0 <= self.compact_above <= 1.0:
+            raise ConfigError(f"compact_above must be in [0, 1], got {self.compact_above}")
         if self.max_patients is not None and self.max_patients < 1:
             raise ConfigError(f"max_patients must be >= 1, got {self.max_patients}")
 

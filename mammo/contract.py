@@ -111,7 +111,7 @@ METADATA_COLUMNS: Final = tuple(f.name for f in METADATA_FIELDS)
 
 # --- decoded images ---------------------------------------------------------------------
 SOURCE_PATH = "source_path"  # relative to RAW, e.g. train_images/10006/462822612.dcm
-FINGERPRINT = "fingerprint"  # size + mtime/ETag of the file + hash of its CSV row
+FINGERPRINT = "fingerprint"  # size + mtime/ETag of the file (not its CSV row)
 PNG_PATH = "png_path"  # relative to OUT
 PNG = "png"
 SHARD = "shard"  # relative to OUT, manifest only

@@ -199,14 +199,6 @@ def _type_rows(raw: pd.DataFrame, subset: c.Subset) -> tuple[pd.DataFrame, list[
     return out[[*c.METADATA_COLUMNS, CSV_LINE]], sorted(bad.items())
 
 
-def row_digest(rows: pd.DataFrame) -> pd.Series:
-    """A short hash of each typed row's metadata: a corrected label makes the image pending."""
-    text = rows[list(c.METADATA_COLUMNS)].astype("string").fillna("<NA>")
-    first, *others = (text[column] for column in text.columns)
-    joined = first.str.cat(others, sep="\x1f")  # column-wise: a row-wise join is 10x slower
-    return joined.map(lambda s: hashlib.blake2b(s.encode(), digest_size=6).hexdigest())
-
-
 def join_inventory(
     rows: pd.DataFrame,
     files: Iterable[FileInfo],
@@ -246,8 +238,7 @@ def join_inventory(
     files_df = pd.DataFrame(
         listed, columns=[c.PATIENT_ID, c.IMAGE_ID, c.SOURCE_PATH, "size", "version"]
     ).astype({c.PATIENT_ID: "Int64", c.IMAGE_ID: "Int64"})
-    digested = rows.assign(_digest=row_digest(rows) if len(rows) else pd.Series(dtype=str))
-    merged = digested.merge(files_df, on=[c.PATIENT_ID, c.IMAGE_ID], how="outer", indicator=True)
+    merged = rows.merge(files_df, on=[c.PATIENT_ID, c.IMAGE_ID], how="outer", indicator=True)
 
     for _, row in merged[merged["_merge"] == "left_only"].iterrows():
         quarantine.append(
@@ -271,13 +262,9 @@ def join_inventory(
         quarantine.append(_file_quarantine(info, int(row[c.PATIENT_ID]), image_id, reason, detail))
 
     pairs = merged[merged["_merge"] == "both"].copy()
-    pairs[c.FINGERPRINT] = (
-        pairs["size"].astype("int64").astype(str)
-        + "-"
-        + pairs["version"].astype(str)
-        + "-"
-        + pairs["_digest"]
-    )
+    # the file's identity only: a corrected label or metadata cell is joined at manifest time
+    # (tasks/ingest.finalize_ingest) without decoding the image again
+    pairs[c.FINGERPRINT] = pairs["size"].astype("int64").astype(str) + "-" + pairs["version"]
     candidates = (
         pairs[list(ITEM_COLUMNS)].sort_values([c.PATIENT_ID, c.IMAGE_ID]).reset_index(drop=True)
     )

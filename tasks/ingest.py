@@ -15,6 +15,7 @@ import json
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -50,7 +51,7 @@ class IngestPlan:
     out: str
     subset: str
     plan_id: str
-    preprocess: dict[str, object]
+    preprocess: dict[str, Any]  # PreprocessConfig's fields, as JSON
     csv_rows: int
     candidates: int
     already_done: int
@@ -85,7 +86,7 @@ class DecodeReport:
     nodes: int = 0  # Ray nodes that decoded at least one shard
 
 
-def resolve_config(out: Store, overrides: dict[str, object] | None) -> PreprocessConfig:
+def resolve_config(out: Store, overrides: dict[str, Any] | None) -> PreprocessConfig:
     """The frozen preprocessing config of OUT: saved on first use, then reused as is.
 
     Asking for a different config on an OUT that already has one is an error: mixing
@@ -197,8 +198,8 @@ def plan_ingest(
     write_parquet(
         out_store,
         f"{plan.work}/candidates.parquet",
-        pa.Table.from_pandas(
-            inventory.candidates[[c.IMAGE_ID, c.FINGERPRINT]], preserve_index=False
+        pa.Table.from_pandas(  # with tonight's metadata: finalize joins it to the manifest
+            inventory.candidates[[*c.METADATA_COLUMNS, c.FINGERPRINT]], preserve_index=False
         ),
     )
     write_parquet(
@@ -227,7 +228,7 @@ def run_decode_shard(
     out: str,
     name: str,
     items: pd.DataFrame,
-    preprocess: dict[str, object],
+    preprocess: dict[str, Any],
     progress: object,
     decoders: tuple[str, ...] | None = None,
 ) -> ShardSummary:
@@ -266,8 +267,9 @@ def run_decode_shard(
 
 
 # Ray re-runs the task when its worker dies (a killed node, or a native crash inside a codec)
-# and when storage fails transiently; ``decoders`` is the driver's safe mode.
-decode_shard = ray.remote(num_cpus=1, max_retries=2, retry_exceptions=[StorageError])(
+# and when storage fails transiently; ``decoders`` is the driver's safe mode. Ray's overloads
+# type retry_exceptions as bool only; Ray documents and accepts a list of exception types.
+decode_shard = ray.remote(num_cpus=1, max_retries=2, retry_exceptions=[StorageError])(  # type: ignore[call-overload]
     run_decode_shard
 )
 
@@ -310,11 +312,12 @@ def decode_shards(plan: IngestPlan, settings: Settings) -> DecodeReport:
     }
     del items
 
-    def submit(name: str, decoders: tuple[str, ...] | None = None) -> ray.ObjectRef:
+    def submit(name: str, decoders: tuple[str, ...] | None = None) -> ray.ObjectRef[ShardSummary]:
         label = f"decode {name}" + (" (safe mode)" if decoders else "")
-        return decode_shard.options(name=label).remote(
+        ref: ray.ObjectRef[ShardSummary] = decode_shard.options(name=label).remote(
             plan.raw, plan.out, name, shard_items[name], plan.preprocess, counter, decoders
         )
+        return ref
 
     futures = {submit(name): name for name in shard_items}
     summaries: list[ShardSummary] = []
@@ -398,7 +401,7 @@ def finalize_ingest(
         if leftovers:
             logger.info("Removed %d temporary files of interrupted writes", len(leftovers))
     candidates = read_parquet(out, f"{plan.work}/candidates.parquet").to_pandas()
-    wanted = pd.MultiIndex.from_frame(candidates.astype(str))
+    wanted = pd.MultiIndex.from_frame(candidates[[c.IMAGE_ID, c.FINGERPRINT]].astype(str))
 
     names = committed_shards(out)
     manifest_columns = [f.name for f in c.MANIFEST_SCHEMA if f.name != c.SHARD]
@@ -413,7 +416,7 @@ def finalize_ingest(
     )
     keys = pd.MultiIndex.from_frame(images[[c.IMAGE_ID, c.FINGERPRINT]].astype(str))
     manifest = images[keys.isin(wanted)].drop_duplicates([c.IMAGE_ID, c.FINGERPRINT])
-    manifest = manifest.sort_values([c.PATIENT_ID, c.IMAGE_ID]).reset_index(drop=True)
+    manifest = _with_current_metadata(manifest, candidates)
 
     bad = _read_committed(out, c.SHARD_QUARANTINE_DIR, names, [f.name for f in c.QUARANTINE_SCHEMA])
     bad_keys = pd.MultiIndex.from_frame(bad[[c.IMAGE_ID, c.FINGERPRINT]].astype(str))
@@ -461,6 +464,16 @@ def finalize_ingest(
         plan.out,
     )
     return summary
+
+
+def _with_current_metadata(manifest: pd.DataFrame, candidates: pd.DataFrame) -> pd.DataFrame:
+    """The decoded rows with tonight's CSV values: labels and metadata corrected since an image
+    was decoded are taken from the CSV, not from the shard that holds its pixels."""
+    stale = [col for col in c.METADATA_COLUMNS if col != c.IMAGE_ID]
+    current = candidates[list(c.METADATA_COLUMNS)].drop_duplicates(c.IMAGE_ID)
+    joined = manifest.drop(columns=stale).merge(current, on=c.IMAGE_ID, how="left")
+    columns = [f.name for f in c.MANIFEST_SCHEMA]
+    return joined[columns].sort_values([c.PATIENT_ID, c.IMAGE_ID]).reset_index(drop=True)
 
 
 def _csv_row_quarantine(quarantine: pd.DataFrame) -> int:

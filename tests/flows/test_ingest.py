@@ -78,6 +78,18 @@ def test_rerun_without_change_decodes_nothing_and_new_files_only_are_decoded(
     assert again["decoded_this_run"] == 0 and again["already_done"] == first["manifest_rows"]
     assert tree_digest(out / c.SHARDS_DIR) == shards_before
 
+    # a label correction and a new age: joined at manifest time, nothing decoded again
+    csv = pd.read_csv(raw / "train.csv")
+    target = int(csv.loc[0, c.IMAGE_ID])
+    csv.loc[0, c.CANCER] = 1 - int(csv.loc[0, c.CANCER])
+    csv.loc[0, c.AGE] = 77.0
+    csv.to_csv(raw / "train.csv", index=False)
+    corrected = run_ingest(str(raw), str(out))
+    assert corrected["decoded_this_run"] == 0
+    assert tree_digest(out / c.SHARDS_DIR) == shards_before
+    row = pd.read_parquet(out / c.MANIFEST_FILE).set_index(c.IMAGE_ID).loc[target]
+    assert (row[c.CANCER], row[c.AGE]) == (csv.loc[0, c.CANCER], 77.0)
+
     extra = make_raw(tmp_path / "extra", patients=2, seed=12)
     csv = pd.read_csv(raw / "train.csv")
     new_rows = pd.read_csv(extra / "train.csv")
