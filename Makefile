@@ -34,7 +34,7 @@ lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 typecheck: setup
-	$(BIN)/mypy mammo tasks flows
+	$(BIN)/mypy mammo tasks flows infra/stack
 
 # Re-resolve the pinned set from pyproject.toml into constraints.txt (in a throwaway venv).
 lock:

@@ -284,14 +284,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from tasks.stack import StackConfig, up
+    from infra.stack import StackConfig, up
 
     print(up(StackConfig.from_env()).describe())
     return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from tasks.stack import StackConfig, down
+    from infra.stack import StackConfig, down
 
     stopped = down(StackConfig.from_env())
     print("Stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
@@ -299,7 +299,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from tasks.stack import StackConfig, status
+    from infra.stack import StackConfig, status
 
     for service, state in status(StackConfig.from_env()).items():
         print(f"  {service:<16} {state}")
@@ -337,12 +337,16 @@ def _line(label: str, value: object) -> None:
 
 
 def _print_pipeline(result: dict[str, Any]) -> None:
+    from mammo import contract as c
+    from mammo.eda import MARKDOWN_FILE
+
     ingest = result["ingest"]
+    eda = f"{result['out']}/{c.EDA_DIR}/{MARKDOWN_FILE}"
     print(
         f"\nData: {ingest['manifest_rows']} images decoded into {result['out']} "
         f"({ingest['quarantined']} quarantined, {ingest['decoded_this_run']} new this run); "
         "both validation gates passed; "
-        + (f"EDA report {result['out']}/eda/eda.md" if result.get("eda") else "EDA report failed")
+        + (f"EDA report {eda}" if result.get("eda") else "EDA report failed")
     )
     _print_training(result)
     promotion = result.get("promotion", {})
@@ -521,13 +525,13 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
+    from infra.stack import StackError
     from mammo.config import ConfigError
     from mammo.inventory import MetadataError
     from mammo.protocol import ProtocolError
     from tasks.ingest import IngestError
     from tasks.registry import PromotionError
     from tasks.scoring import ScoringError
-    from tasks.stack import StackError
     from tasks.storage import StorageError, StorageURIError
     from tasks.tracking import RegistryError
     from tasks.train import TrainingError

@@ -20,7 +20,7 @@ import boto3
 import psutil
 import pytest
 
-from tasks.stack import SERVICES, STACK_MARK, StackConfig, StackError, StackInfo, down, status, up
+from infra.stack import SERVICES, STACK_MARK, StackConfig, StackError, StackInfo, down, status, up
 from tests.support.servers import free_port
 
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
