@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.nightly import nightly
+from mammo import contract as c
 from mammo.synth.generate import SynthConfig, generate
 
 PREPROCESS = {"out_rows": 512, "out_cols": 256}
@@ -31,7 +32,7 @@ VALIDATION = {"positive_rate_band": (0.0, 0.5)}  # the band must admit the enric
 def run_demo(root: Path, patients: int = 60, seed: int = 7) -> dict[str, Any]:
     """Synthesize ``root/raw`` once (with a test set), then run the nightly pipeline on it."""
     raw = root / "raw"
-    if not (raw / "train.csv").exists():
+    if not (raw / c.csv_name(c.Subset.TRAIN)).exists():
         print(f"Synthesizing {patients} patients into {raw} ...")
         generate(
             raw,

@@ -10,6 +10,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.runtime import flow_run
 
+from mammo import tags as t
 from mammo.splits import SplitConfig
 from mammo.training import TrainConfig
 from tasks import tracking
@@ -33,14 +34,14 @@ def register_model(
 ) -> dict[str, str]:
     """Register the run's pyfunc model as a new version with the ``challenger`` alias."""
     tags = {
-        "mammo.run_key": outcome.run_key,
-        "mammo.data": outcome.data,
-        "mammo.data_hash": outcome.data_hash,
-        "mammo.validation": validation.status,
-        "mammo.validation.detail": validation.detail,
-        "mammo.threshold": "" if outcome.threshold is None else f"{outcome.threshold:.6f}",
-        "mammo.torch_model_uri": outcome.torch_model_uri,
-        **{f"mammo.metric.{k}": f"{v:.6f}" for k, v in outcome.metrics.items()},
+        t.RUN_KEY: outcome.run_key,
+        t.DATA: outcome.data,
+        t.DATA_HASH: outcome.data_hash,
+        t.VALIDATION: validation.status,
+        t.VALIDATION_DETAIL: validation.detail,
+        t.THRESHOLD: "" if outcome.threshold is None else f"{outcome.threshold:.6f}",
+        t.TORCH_MODEL_URI: outcome.torch_model_uri,
+        **{f"{t.METRIC_PREFIX}{k}": f"{v:.6f}" for k, v in outcome.metrics.items()},
     }
     client = tracking.client(settings)
     version = tracking.register_version(
@@ -79,10 +80,10 @@ def train(
     night = load_config(config)
     train_values = TrainConfig.from_dict(night.merged("train", train_config) or {}).to_dict()
     split_config = SplitConfig.from_dict(night.merged("split", split) or {}).to_dict()
-    lineage = {"mammo.prefect_flow_run_id": str(flow_run.id)}
+    lineage = {t.PREFECT_FLOW_RUN_ID: str(flow_run.id)}
     outcome = train_model(data, train_values, split_config, settings, lineage)
     validation = validation_fact(data, outcome.data_hash)
-    run_tags = {"mammo.validation": validation.status, "mammo.validation.detail": validation.detail}
+    run_tags = {t.VALIDATION: validation.status, t.VALIDATION_DETAIL: validation.detail}
     client = tracking.client(settings)
     for key, value in run_tags.items():  # lineage on the run too, for the MLflow UI
         client.set_tag(outcome.run_id, key, value)

@@ -6,7 +6,9 @@ from this module, so a column is renamed here or nowhere.
 RAW layout (RSNA):   {subset}.csv, {subset}_images/{patient_id}/{image_id}.dcm
 OUT layout:          preprocess.json, shards/part-*.parquet, quarantine/part-*.parquet,
                      png/{patient_id}/{image_id}.png, manifest.parquet, quarantine.parquet,
-                     _lock/ingest.json (only while an ingest runs)
+                     ingest.json, _work/{plan}/, _lock/ingest.json (only while an ingest
+                     runs), validation/, eda/, registry/{model}/v{version}/
+MLflow tag keys and artifact names: mammo.tags.
 """
 
 from __future__ import annotations
@@ -262,6 +264,15 @@ PNG_DIR: Final = "png"
 VALIDATION_DIR: Final = "validation"
 REGISTRY_DIR: Final = "registry"  # model cards and promotion decisions, per model version
 INGEST_LOCK_FILE: Final = "_lock/ingest.json"  # held while an ingest writes OUT (tasks/lock.py)
+INGEST_SUMMARY_FILE: Final = "ingest.json"  # what the last ingest did, from which RAW
+INGEST_WORK_DIR: Final = "_work"  # {plan}/: the plan of an ingest (pending items, candidates)
+EDA_DIR: Final = "eda"  # the metadata report (mammo.eda)
+VALIDATION_OUTCOMES_DIR: Final = f"{VALIDATION_DIR}/manifests"  # {manifest hash}/outcome.json
+VALIDATION_OUTCOME_FILE: Final = "outcome.json"
+# In registry/{model}/v{version}/; the card's files also in the run's model_card/ artifacts:
+MODEL_CARD_FILE: Final = "model_card.md"
+MODEL_CARD_HTML_FILE: Final = "model_card.html"
+DECISION_FILE: Final = "decision.json"  # the promotion decision document
 SYNTHETIC_MARKER: Final = "synthetic.json"  # in RAW: written by `mammo synth`
 
 # One rule for every id (site, machine, patient, image) in the CSV, the file names and the

@@ -8,13 +8,11 @@ from pathlib import Path
 from prefect import task
 
 from mammo import contract as c
-from mammo.eda import metadata_report
+from mammo.eda import MARKDOWN_FILE, metadata_report
 from mammo.inventory import read_csv_table
 from tasks.logs import run_logger
 from tasks.retry import transient_only
 from tasks.storage import open_store
-
-EDA_DIR = "eda"
 
 
 @task(name="eda-report", retries=1, retry_condition_fn=transient_only())
@@ -27,6 +25,9 @@ def eda_report(raw: str, data: str) -> dict[str, float]:
         report = metadata_report(csv, Path(tmp))
         for path in Path(tmp).rglob("*"):
             if path.is_file():
-                out.write_bytes(f"{EDA_DIR}/{path.relative_to(tmp).as_posix()}", path.read_bytes())
-    run_logger().info("EDA report: %s/%s/eda.md (%s)", out.uri, EDA_DIR, report.notes or "complete")
+                out.write_bytes(
+                    f"{c.EDA_DIR}/{path.relative_to(tmp).as_posix()}", path.read_bytes()
+                )
+    where = f"{out.uri}/{c.EDA_DIR}/{MARKDOWN_FILE}"
+    run_logger().info("EDA report: %s (%s)", where, report.notes or "complete")
     return report.figures

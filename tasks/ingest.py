@@ -36,9 +36,7 @@ from tasks.settings import Settings
 from tasks.storage import StorageError, Store, open_store, read_parquet, write_parquet
 
 SHARD_KEY = "shard"
-INGEST_SUMMARY_FILE = "ingest.json"
 SAFE_DECODERS = ("pydicom",)
-WORK_DIR = "_work"
 
 
 class IngestError(RuntimeError):
@@ -61,7 +59,7 @@ class IngestPlan:
 
     @property
     def work(self) -> str:
-        return f"{WORK_DIR}/{self.plan_id}"
+        return f"{c.INGEST_WORK_DIR}/{self.plan_id}"
 
 
 @dataclass(frozen=True)
@@ -396,7 +394,7 @@ def finalize_ingest(
         # lock is ours: temporary files now are those of killed writers.
         confirm_held(out, lease)
         leftovers = out.remove_temporaries("", recursive=False)  # manifest, quarantine, ...
-        for folder in (c.SHARDS_DIR, c.SHARD_QUARANTINE_DIR, c.PNG_DIR, WORK_DIR):
+        for folder in (c.SHARDS_DIR, c.SHARD_QUARANTINE_DIR, c.PNG_DIR, c.INGEST_WORK_DIR):
             leftovers += out.remove_temporaries(folder)
         if leftovers:
             logger.info("Removed %d temporary files of interrupted writes", len(leftovers))
@@ -455,7 +453,7 @@ def finalize_ingest(
         "shards": len(names),
         "decode": asdict(decoded),
     }
-    out.write_bytes(INGEST_SUMMARY_FILE, json.dumps(summary, indent=2).encode())
+    out.write_bytes(c.INGEST_SUMMARY_FILE, json.dumps(summary, indent=2).encode())
     logger.info(
         "Manifest: %d images; quarantine: %d inputs %s; outputs under %s",
         len(manifest),

@@ -18,9 +18,6 @@ from mammo import contract as c
 from mammo.promotion import NOT_VALIDATED, VALIDATION_FAILED, VALIDATION_PASSED
 from tasks.storage import join_uri, open_store
 
-OUTCOMES_DIR = f"{c.VALIDATION_DIR}/manifests"
-OUTCOME_FILE = "outcome.json"
-
 
 @dataclass(frozen=True)
 class ValidationFact:
@@ -38,7 +35,7 @@ def manifest_hash(data: str) -> str:
 def record_validation(data: str, data_hash: str, reports: dict[str, tuple[bool, bytes]]) -> str:
     """Write the outcome of validating manifest ``data_hash`` and its reports (suite ->
     (success, report JSON)); returns the outcome's location."""
-    store, folder = open_store(data), f"{OUTCOMES_DIR}/{data_hash}"
+    store, folder = open_store(data), f"{c.VALIDATION_OUTCOMES_DIR}/{data_hash}"
     for name, (_, report) in reports.items():
         store.write_bytes(f"{folder}/{name}.json", report)
     outcome = {
@@ -50,13 +47,14 @@ def record_validation(data: str, data_hash: str, reports: dict[str, tuple[bool, 
         },
         "validated_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    store.write_bytes(f"{folder}/{OUTCOME_FILE}", json.dumps(outcome, indent=2).encode())
-    return join_uri(data, f"{folder}/{OUTCOME_FILE}")
+    relpath = f"{folder}/{c.VALIDATION_OUTCOME_FILE}"
+    store.write_bytes(relpath, json.dumps(outcome, indent=2).encode())
+    return join_uri(data, relpath)
 
 
 def validation_fact(data: str, data_hash: str, raw: str = "RAW") -> ValidationFact:
     """What is known of the validation of manifest ``data_hash`` under ``data``."""
-    relpath = f"{OUTCOMES_DIR}/{data_hash}/{OUTCOME_FILE}"
+    relpath = f"{c.VALIDATION_OUTCOMES_DIR}/{data_hash}/{c.VALIDATION_OUTCOME_FILE}"
     try:
         outcome = json.loads(open_store(data).read_bytes(relpath))
     except FileNotFoundError:

@@ -22,13 +22,11 @@ from prefect.context import TaskRunContext
 
 from mammo import contract as c
 from mammo import plots
+from mammo import tags as t
 from mammo.comparison import Comparison
 from mammo.model_card import CALIBRATION_PNG, CardInputs, render
-from tasks.ingest import INGEST_SUMMARY_FILE
+from mammo.splits import Split
 from tasks.storage import join_uri, open_store
-
-CARD_DIR = "model_card"
-EVALUATION_DIR = "evaluation"  # training writes val.json, holdout.json, data.json there
 
 
 def run_json(client: MlflowClient, run_id: str, path: str) -> Any:
@@ -44,7 +42,7 @@ def run_json(client: MlflowClient, run_id: str, path: str) -> Any:
 def is_synthetic(data: str) -> bool:
     """Whether the RAW that ``data`` was ingested from was written by ``mammo synth``."""
     try:
-        raw = json.loads(open_store(data).read_bytes(INGEST_SUMMARY_FILE))["raw"]
+        raw = json.loads(open_store(data).read_bytes(c.INGEST_SUMMARY_FILE))["raw"]
         return open_store(raw).exists(c.SYNTHETIC_MARKER)
     except (FileNotFoundError, KeyError, ValueError):
         return False
@@ -74,12 +72,12 @@ def publish_card(
     """Render the card of ``version`` and store it (and the decision) in MLflow and OUT."""
     run_id = str(version.run_id)
     run = client.get_run(run_id)
-    validation = run_json(client, run_id, f"{EVALUATION_DIR}/val.json")
+    validation = run_json(client, run_id, t.evaluation_file(Split.VAL))
     if comparison is not None:
         holdout = comparison.evaluations["challenger"]
         subgroups = comparison.subgroups
     else:
-        holdout, subgroups = run_json(client, run_id, f"{EVALUATION_DIR}/holdout.json"), []
+        holdout, subgroups = run_json(client, run_id, t.evaluation_file(Split.HOLDOUT)), []
     curves = {
         label: evaluation["calibration"]["bins"]
         for label, evaluation in (("validation", validation), ("holdout", holdout))
@@ -90,9 +88,9 @@ def publish_card(
         if curves:
             path = plots.reliability_plot(curves, Path(tmp) / CALIBRATION_PNG, "Calibration")
             png = path.read_bytes()
-    summary = run_json(client, run_id, f"{EVALUATION_DIR}/data.json") or {
+    summary = run_json(client, run_id, t.EVALUATION_DATA_FILE) or {
         "location": data,
-        "hash": version.tags.get("mammo.data_hash", ""),
+        "hash": version.tags.get(t.DATA_HASH, ""),
     }
     notes = []
     if breasts is not None and decision is not None:
@@ -116,25 +114,25 @@ def publish_card(
         notes=notes,
     )
     markdown, page = render(card)
-    files: dict[str, bytes] = {"model_card.md": markdown.encode(), "model_card.html": page.encode()}
+    files = {c.MODEL_CARD_FILE: markdown.encode(), c.MODEL_CARD_HTML_FILE: page.encode()}
     if png is not None:
         files[CALIBRATION_PNG] = png
     if decision is not None:
-        files["decision.json"] = json.dumps(decision, indent=2, default=str).encode()
+        files[c.DECISION_FILE] = json.dumps(decision, indent=2, default=str).encode()
     store, folder = open_store(data), f"{c.REGISTRY_DIR}/{name}/v{version.version}"
     with tempfile.TemporaryDirectory() as tmp:
         for filename, content in files.items():
             store.write_bytes(f"{folder}/{filename}", content)
             (Path(tmp) / filename).write_bytes(content)
-            if filename != "decision.json":
-                client.log_artifact(run_id, str(Path(tmp) / filename), CARD_DIR)
+            if filename != c.DECISION_FILE:
+                client.log_artifact(run_id, str(Path(tmp) / filename), t.CARD_DIR)
     where = {
-        "model_card": join_uri(data, f"{folder}/model_card.md"),
-        "model_card_html": join_uri(data, f"{folder}/model_card.html"),
+        "model_card": join_uri(data, f"{folder}/{c.MODEL_CARD_FILE}"),
+        "model_card_html": join_uri(data, f"{folder}/{c.MODEL_CARD_HTML_FILE}"),
     }
     if decision is not None:
-        where["decision_file"] = join_uri(data, f"{folder}/decision.json")
-    client.set_model_version_tag(name, version.version, "mammo.model_card", where["model_card"])
+        where["decision_file"] = join_uri(data, f"{folder}/{c.DECISION_FILE}")
+    client.set_model_version_tag(name, version.version, t.MODEL_CARD, where["model_card"])
     return where
 
 

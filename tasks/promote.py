@@ -28,6 +28,7 @@ from mlflow.entities.model_registry import ModelVersion
 from prefect import task
 
 from mammo import contract as c
+from mammo import tags as t
 from mammo.comparison import Comparison, compare
 from mammo.metrics import aggregate_breasts
 from mammo.promotion import NOT_VALIDATED, PROMOTED, REFUSED, Decision, Rule, decide
@@ -37,12 +38,10 @@ from tasks import tracking
 from tasks.lineage import ValidationFact, manifest_hash, validation_fact
 from tasks.logs import run_logger
 from tasks.model_card import publish_card, publish_markdown, publish_note
-from tasks.registry import PREVIOUS, ROLLED_BACK, PromotionError, promotion_lock
+from tasks.registry import PromotionError, promotion_lock
 from tasks.retry import transient_only
 from tasks.scoring import load_bundle, read_manifest, score_rows
 from tasks.settings import Settings
-
-DECISION_FILE = "decision.json"
 
 
 def split_rule(client: MlflowClient, version: ModelVersion) -> SplitConfig:
@@ -95,12 +94,12 @@ def promote_challenger(
     challenger = tracking.alias_version(client, name, tracking.CHALLENGER)
     if challenger is None:
         raise PromotionError(f"{name} has no @{tracking.CHALLENGER} version to promote")
-    if challenger.tags.get(ROLLED_BACK):
+    if challenger.tags.get(t.ROLLED_BACK):
         return _unchanged(
             name,
             challenger,
             REFUSED,
-            f"version {challenger.version} was rolled back ({challenger.tags[ROLLED_BACK]}) and "
+            f"version {challenger.version} was rolled back ({challenger.tags[t.ROLLED_BACK]}) and "
             "is never promoted again automatically",
         )
     champion = tracking.alias_version(client, name, tracking.CHAMPION)
@@ -148,7 +147,9 @@ def promote_challenger(
         _record(client, name, challenger, champion, document)
         if applied.promote:  # last, one atomic step: a failure before it moves nothing
             if champion is not None:
-                client.set_model_version_tag(name, challenger.version, PREVIOUS, champion.version)
+                client.set_model_version_tag(
+                    name, challenger.version, t.PREVIOUS_CHAMPION, champion.version
+                )
             client.set_registered_model_alias(name, tracking.CHAMPION, challenger.version)
     config = bundles[0].config
     card = publish_card(
@@ -171,8 +172,8 @@ def promote_challenger(
 def _validation(version: ModelVersion, client: MlflowClient) -> ValidationFact:
     """The validation of the exact manifest the version trained on, where it was trained."""
     tags = client.get_run(str(version.run_id)).data.tags
-    data = version.tags.get("mammo.data") or tags.get("mammo.data", "")
-    data_hash = version.tags.get("mammo.data_hash") or tags.get("mammo.data_hash", "")
+    data = version.tags.get(t.DATA) or tags.get(t.DATA, "")
+    data_hash = version.tags.get(t.DATA_HASH) or tags.get(t.DATA_HASH, "")
     if not data or not data_hash:
         return ValidationFact(NOT_VALIDATED, f"version {version.version} records no training data")
     return validation_fact(data, data_hash)
@@ -235,8 +236,8 @@ def _version(version: ModelVersion) -> dict[str, Any]:
     return {
         "version": str(version.version),
         "run_id": version.run_id,
-        "threshold": tags.get("mammo.threshold", ""),
-        "data_hash": tags.get("mammo.data_hash", ""),
+        "threshold": tags.get(t.THRESHOLD, ""),
+        "data_hash": tags.get(t.DATA_HASH, ""),
     }
 
 
@@ -269,29 +270,29 @@ def _record(
     """The decision as tags on both versions and as an artifact of the challenger's run."""
     text = json.dumps(document, indent=2, default=str)
     stamp = document["decided_at"].replace(":", "")
-    client.log_text(str(challenger.run_id), text, f"promotion/{DECISION_FILE}")
-    client.log_text(str(challenger.run_id), text, f"promotion/history/decision-{stamp}.json")
+    client.log_text(str(challenger.run_id), text, t.DECISION_ARTIFACT)
+    client.log_text(str(challenger.run_id), text, t.decision_history_file(stamp))
     primary = document["protocol"]["content"]["primary"]["metric"]
     figure = (document.get("differences") or {}).get(primary) or {}
     tags = {
-        "mammo.promotion.decision": document["outcome"],
-        "mammo.promotion.reason": document["reason"][:4900],
-        "mammo.promotion.at": document["decided_at"],
-        "mammo.promotion.compared_to": champion.version if champion else "none",
-        "mammo.promotion.protocol": document["protocol"]["name"],
-        "mammo.promotion.protocol_hash": document["protocol"]["hash"],
-        "mammo.promotion.breasts": str(document["holdout"]["n_breasts"]),
-        "mammo.promotion.positive_breasts": str(document["holdout"]["n_positive"]),
-        **{f"mammo.promotion.{k}": f"{v:.6g}" for k, v in figure.items() if k != "n"},
+        t.PROMOTION_DECISION: document["outcome"],
+        t.PROMOTION_REASON: document["reason"][:4900],
+        t.PROMOTION_AT: document["decided_at"],
+        t.PROMOTION_COMPARED_TO: champion.version if champion else "none",
+        t.PROMOTION_PROTOCOL: document["protocol"]["name"],
+        t.PROMOTION_PROTOCOL_HASH: document["protocol"]["hash"],
+        t.PROMOTION_BREASTS: str(document["holdout"]["n_breasts"]),
+        t.PROMOTION_POSITIVE_BREASTS: str(document["holdout"]["n_positive"]),
+        **{f"{t.PROMOTION_PREFIX}{k}": f"{v:.6g}" for k, v in figure.items() if k != "n"},
     }
     for key, value in tags.items():
         client.set_model_version_tag(name, challenger.version, key, value)
     if champion is not None:
         for key, value in {
-            "mammo.promotion.challenged_by": challenger.version,
-            "mammo.promotion.challenge_decision": document["outcome"],
-            "mammo.promotion.challenge_reason": document["reason"][:4900],
-            "mammo.promotion.challenge_at": document["decided_at"],
+            t.CHALLENGED_BY: challenger.version,
+            t.CHALLENGE_DECISION: document["outcome"],
+            t.CHALLENGE_REASON: document["reason"][:4900],
+            t.CHALLENGE_AT: document["decided_at"],
         }.items():
             client.set_model_version_tag(name, champion.version, key, value)
 

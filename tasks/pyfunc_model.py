@@ -22,8 +22,9 @@ from mlflow.pyfunc.model import PythonModel  # its home: mlflow.pyfunc only re-i
 class MammoClassifier(PythonModel):
     def load_context(self, context: Any) -> None:
         from mammo.inference import ModelBundle
+        from mammo.tags import BUNDLE_ARTIFACT
 
-        self.bundle = ModelBundle.load(Path(context.artifacts["bundle"]))
+        self.bundle = ModelBundle.load(Path(context.artifacts[BUNDLE_ARTIFACT]))
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
         return self.bundle.predict_frame(model_input)

@@ -20,12 +20,10 @@ from prefect import task
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
 
+from mammo import tags as t
 from tasks import tracking
 from tasks.logs import run_logger
 from tasks.settings import Settings
-
-PREVIOUS = "mammo.previous_champion"
-ROLLED_BACK = "mammo.rolled_back"
 
 
 class PromotionError(RuntimeError):
@@ -50,16 +48,14 @@ def rollback_champion(settings: Settings, reason: str = "") -> dict[str, Any]:
         current = tracking.alias_version(client, name, tracking.CHAMPION)
         if current is None:
             raise PromotionError(f"{name} has no champion to roll back")
-        previous = current.tags.get(PREVIOUS)
+        previous = current.tags.get(t.PREVIOUS_CHAMPION)
         if not previous:
             raise PromotionError(f"{name} v{current.version} replaced no earlier champion")
         now = datetime.now(UTC).isoformat(timespec="seconds")
         why = f"rolled back at {now}" + (f": {reason}" if reason else "")
-        client.set_model_version_tag(name, current.version, ROLLED_BACK, why)
-        client.set_model_version_tag(name, current.version, "mammo.promotion.rolled_back_at", now)
-        client.set_model_version_tag(
-            name, previous, "mammo.promotion.restored_from", current.version
-        )
+        client.set_model_version_tag(name, current.version, t.ROLLED_BACK, why)
+        client.set_model_version_tag(name, current.version, t.ROLLED_BACK_AT, now)
+        client.set_model_version_tag(name, previous, t.RESTORED_FROM, current.version)
         challenger = tracking.alias_version(client, name, tracking.CHALLENGER)
         if challenger is not None and challenger.version == current.version:
             client.delete_registered_model_alias(name, tracking.CHALLENGER)
@@ -91,10 +87,10 @@ def history(settings: Settings) -> list[dict[str, str]]:
                 "created": datetime.fromtimestamp(version.creation_timestamp / 1000, UTC)
                 .isoformat(timespec="minutes")
                 .replace("+00:00", "Z"),
-                "validation": tags.get("mammo.validation", ""),
-                "decision": tags.get("mammo.promotion.decision", "not decided"),
-                "rolled_back": tags.get(ROLLED_BACK, ""),
-                "reason": tags.get("mammo.promotion.reason", ""),
+                "validation": tags.get(t.VALIDATION, ""),
+                "decision": tags.get(t.PROMOTION_DECISION, "not decided"),
+                "rolled_back": tags.get(t.ROLLED_BACK, ""),
+                "reason": tags.get(t.PROMOTION_REASON, ""),
             }
         )
     return rows

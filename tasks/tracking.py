@@ -24,9 +24,10 @@ from mlflow.entities import RunStatus
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from mammo import tags as t
 from tasks.settings import Settings
 
-RUN_KEY, RAY_RUN, STAGE = "mammo.run_key", "mammo.ray_run_name", "mammo.stage"
+RUN_KEY, RAY_RUN = t.RUN_KEY, t.RAY_RUN_NAME
 CHALLENGER, CHAMPION = "challenger", "champion"
 
 

@@ -5,34 +5,31 @@ Ray Datasets per split -> TorchTrainer (GPUs when the cluster has them) -> best 
 from the last checkpoint -> predictions on validation and holdout -> decision threshold
 chosen on validation -> plots -> MLflow: params, lineage tags, metrics, artifacts, the
 pyfunc model (registered later) and the raw torch module.
+
+This module is the orchestration; the evaluation is tasks.train_eval, the figures
+tasks.train_plots, the model as MLflow stores it tasks.packaging (its names are re-exported
+here), the MLflow tag keys and artifact names mammo.tags.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import mlflow
-import numpy as np
 import pandas as pd
 import ray
-import torch
 from prefect import task
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from mammo import clinical, plots
 from mammo import contract as c
+from mammo import tags as t
 from mammo.features import MetadataEncoder
-from mammo.inference import BundleConfig, ModelBundle
-from mammo.metrics import aggregate_breasts, best_threshold_f1
-from mammo.model_card import data_summary
 from mammo.models import Classifier
 from mammo.splits import Split, SplitConfig, assign_splits
 from mammo.training import Target, TrainConfig, build_model
@@ -40,22 +37,27 @@ from tasks import tracking
 from tasks.cluster import cluster_gpus, cluster_resources, ensure_ray, publish_training_metrics
 from tasks.lineage import manifest_hash
 from tasks.logs import run_logger
-from tasks.model_card import EVALUATION_DIR
+from tasks.packaging import (
+    MAMMO_CODE,
+    PYFUNC_CODE,
+    SERVING_PACKAGES,
+    log_models,
+    model_bundle,
+    serving_requirements,
+)
 from tasks.settings import Settings
 from tasks.storage import open_store, read_parquet
-from tasks.train_data import (
-    IMAGE,
-    LABEL,
-    METADATA,
-    build_dataset,
-    dataset_arrays,
-    quiet_ray_data,
-    split_rows,
+from tasks.train_data import build_dataset, quiet_ray_data, split_rows
+from tasks.train_eval import (
+    LOCKED_FIGURES,
+    choose_threshold,
+    log_evaluations,
+    predict,
+    split_metrics,
 )
 from tasks.train_loop import TrainingError, read_state, train_loop_per_worker
+from tasks.train_plots import log_plots
 
-PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
-MAMMO_CODE = Path(__file__).resolve().parents[1] / "mammo"
 SPLITS = (Split.TRAIN, Split.VAL, Split.HOLDOUT)
 
 __all__ = [
@@ -147,10 +149,10 @@ def train_model(
             )
         mlflow.set_tags(
             {
-                "mammo.data": data,
-                "mammo.data_hash": data_hash,
-                "mammo.git_commit": tracking.git_commit(),
-                **{f"mammo.rows.{k}": str(v) for k, v in rows.items()},
+                t.DATA: data,
+                t.DATA_HASH: data_hash,
+                t.GIT_COMMIT: tracking.git_commit(),
+                **{f"{t.ROWS_PREFIX}{k}": str(v) for k, v in rows.items()},
                 **(lineage or {}),
             }
         )
@@ -238,49 +240,24 @@ def _fit_and_log(
     publish_training_metrics(history)
 
     predictions = {
-        split: _predict(model, datasets[split], target) for split in datasets if split != "train"
+        split: predict(model, datasets[split], target) for split in datasets if split != "train"
     }
-    threshold = None
-    if target.is_binary:
-        breasts = aggregate_breasts(
-            predictions[Split.VAL], c.PROBABILITY, cfg.aggregation, label_col=LABEL
-        )
-        _, best = best_threshold_f1(breasts[LABEL].to_numpy(), breasts[c.PROBABILITY].to_numpy())
-        threshold = None if math.isnan(best) else float(best)
-    metrics = {}
-    for split, frame_p in predictions.items():
-        report = _report(target, frame_p, cfg, threshold)
-        if split != Split.VAL:  # the threshold is chosen on validation, only applied elsewhere
-            report = {k: v for k, v in report.items() if k not in ("best_f1", "best_threshold")}
-        metrics.update({f"{split}_{k}": v for k, v in report.items() if math.isfinite(v)})
+    threshold = choose_threshold(predictions, target, cfg)
+    metrics = split_metrics(predictions, target, cfg, threshold)
     mlflow.log_metrics(metrics)
     # MLflow types the argument as a dict; it logs any JSON/YAML-serializable value.
-    mlflow.log_dict(history, "history.json")  # type: ignore[arg-type]
-    _log_evaluations(predictions, frame, target, cfg, threshold, data, data_hash)
+    mlflow.log_dict(history, t.HISTORY_FILE)  # type: ignore[arg-type]
+    log_evaluations(predictions, frame, target, cfg, threshold, data, data_hash)
 
-    bundle = ModelBundle(
-        model,
-        BundleConfig(
-            model=cfg.model,
-            spec=model.spec.to_dict(),
-            target=cfg.target,
-            image_rows=cfg.image_rows,
-            image_cols=cfg.image_cols,
-            aggregation=cfg.aggregation,
-            threshold=threshold,
-            preprocess=preprocess,
-            encoder=encoder.to_dict() if encoder else None,
-            train_config=cfg.to_dict(),
-        ),
-    )
+    bundle = model_bundle(model, cfg, threshold, preprocess, encoder)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        _log_plots(work, history, predictions, datasets, target, cfg)
-        frame[[c.PATIENT_ID, c.IMAGE_ID, c.SPLIT]].to_csv(work / "splits.csv", index=False)
-        mlflow.log_artifact(str(work / "splits.csv"))
+        log_plots(work, history, predictions, datasets, target, cfg)
+        frame[[c.PATIENT_ID, c.IMAGE_ID, c.SPLIT]].to_csv(work / t.SPLITS_FILE, index=False)
+        mlflow.log_artifact(str(work / t.SPLITS_FILE))
         for split, frame_p in predictions.items():
-            frame_p.to_parquet(work / f"predictions_{split}.parquet")
-            mlflow.log_artifact(str(work / f"predictions_{split}.parquet"), "predictions")
+            frame_p.to_parquet(work / t.predictions_file(split))
+            mlflow.log_artifact(str(work / t.predictions_file(split)), t.PREDICTIONS_DIR)
         info = log_models(bundle, model, work)
     return TrainOutcome(
         run_id=run.run_id,
@@ -296,183 +273,3 @@ def _fit_and_log(
         metrics=metrics,
         rows={k: int((frame[c.SPLIT] == k).sum()) for k in ("train", "val", "holdout")},
     )
-
-
-def _predict(model: torch.nn.Module, dataset: ray.data.Dataset, target: Target) -> pd.DataFrame:
-    """Per-image probabilities of ``model`` on a materialized split, with its breast keys."""
-    from mammo.training import make_batch, predict_batches
-
-    arrays = dataset_arrays(dataset)
-    n = len(arrays.get(c.IMAGE_ID, []))
-    chunks = [np.arange(i, min(i + 64, n)) for i in range(0, n, 64)]
-    batches = (
-        make_batch(
-            arrays[IMAGE][idx],
-            arrays[LABEL][idx],
-            arrays[METADATA][idx] if METADATA in arrays else None,
-        )
-        for idx in chunks
-    )
-    logits = predict_batches(model, batches, torch.device("cpu"))
-    frame = pd.DataFrame(
-        {col: arrays[col] for col in (c.IMAGE_ID, c.PATIENT_ID, c.LATERALITY, c.SITE_ID, LABEL)}
-    )
-    probabilities = target.probabilities(logits) if n else np.zeros(0)
-    if target.is_binary:
-        frame[c.PROBABILITY] = probabilities
-    else:
-        for k, name in enumerate(target.classes):
-            frame[f"{c.PROBABILITY}_{name}"] = probabilities[:, k]
-    return frame
-
-
-def _log_evaluations(
-    predictions: dict[str, pd.DataFrame],
-    frame: pd.DataFrame,
-    target: Target,
-    cfg: TrainConfig,
-    threshold: float | None,
-    data: str,
-    data_hash: str,
-) -> None:
-    """The clinical evaluation per split (validation: where the threshold was locked) and the
-    data counts, as run artifacts the model card is made from."""
-    summary = data_summary(frame, data, data_hash)
-    mlflow.log_dict(summary, f"{EVALUATION_DIR}/data.json")
-    if not target.is_binary:
-        return
-    for split, frame_p in predictions.items():
-        breasts = aggregate_breasts(frame_p, c.PROBABILITY, cfg.aggregation, label_col=LABEL)
-        if breasts.empty:
-            continue
-        evaluation = clinical.evaluate(
-            breasts, c.PROBABILITY, threshold, clinical.EvaluationConfig(), label_col=LABEL
-        )
-        mlflow.log_dict(evaluation, f"{EVALUATION_DIR}/{split}.json")
-
-
-def _report(
-    target: Target, frame: pd.DataFrame, cfg: TrainConfig, threshold: float | None
-) -> dict[str, float]:
-    """The target's report, and for a binary target the figures at the locked threshold."""
-    renamed = frame.rename(columns={LABEL: target.column})
-    if target.is_binary:
-        probabilities = renamed[c.PROBABILITY].to_numpy()
-    else:
-        probabilities = renamed[[f"{c.PROBABILITY}_{k}" for k in target.classes]].to_numpy()
-    report = target.report(renamed, probabilities, cfg.aggregation)
-    if target.is_binary and threshold is not None:
-        breasts = aggregate_breasts(frame, c.PROBABILITY, cfg.aggregation, label_col=LABEL)
-        point = clinical.operating_point(breasts[LABEL], breasts[c.PROBABILITY], threshold)
-        report.update({k: point[k] for k in LOCKED_FIGURES})
-    return {k: float(v) for k, v in report.items()}
-
-
-LOCKED_FIGURES = ("sensitivity", "specificity", "recall_rate")
-
-
-def _log_plots(
-    work: Path,
-    history: list[dict[str, float]],
-    predictions: dict[str, pd.DataFrame],
-    datasets: dict[str, ray.data.Dataset],
-    target: Target,
-    cfg: TrainConfig,
-) -> None:
-    figures = work / "plots"
-    figures.mkdir()
-    monitored = [cfg.monitor, "pf1"] if target.is_binary else [cfg.monitor, "macro_f1"]
-    paths = [plots.training_curves(history, figures / "training_curves.png", monitored)]
-    if target.is_binary:
-        curves = {
-            split: (frame[LABEL].to_numpy(), frame[c.PROBABILITY].to_numpy())
-            for split, frame in predictions.items()
-        }
-        paths.append(
-            plots.roc_curves(curves, figures / "roc.png", f"ROC, {cfg.target} (image level)")
-        )
-        paths.append(plots.pr_curves(curves, figures / "pr.png", f"Precision-recall, {cfg.target}"))
-    else:
-        frame = predictions[Split.VAL]
-        probs = frame[[f"{c.PROBABILITY}_{k}" for k in target.classes]].to_numpy()
-        paths.append(
-            plots.confusion_matrix_plot(
-                frame[LABEL].to_numpy().astype(int),
-                probs.argmax(axis=1),
-                [str(k) for k in target.classes],
-                figures / "confusion_val.png",
-            )
-        )
-    sample = next(iter(datasets[Split.VAL].iter_batches(batch_size=64, batch_format="numpy")), None)
-    if sample is not None:
-        names = [f"{cfg.target}={_class_name(target, v)}" for v in sample[LABEL]]
-        paths.append(plots.sample_grid(list(sample[IMAGE]), names, figures / "samples.png"))
-    for path in paths:
-        mlflow.log_artifact(str(path), "plots")
-
-
-def _class_name(target: Target, value: float) -> str:
-    return str(int(value)) if target.is_binary else str(target.classes[int(value)])
-
-
-SERVING_PACKAGES = ("torch", "numpy", "pandas", "opencv-python-headless", "pydicom", "mlflow")
-
-
-def serving_requirements() -> list[str]:
-    """What a registered model needs to load and score, pinned to this environment (MLflow
-    would otherwise infer it by importing the model in a subprocess, seconds per model)."""
-    from importlib.metadata import version
-
-    return [f"{name}=={version(name).split('+')[0]}" for name in SERVING_PACKAGES]
-
-
-def _serving_code(target: Path) -> Path:
-    """The ``mammo`` package as a model carries it: everything but the synthetic generator."""
-    destination = target / "mammo"
-    shutil.copytree(MAMMO_CODE, destination, ignore=shutil.ignore_patterns("synth", "__pycache__"))
-    return destination
-
-
-def log_models(bundle: ModelBundle, model: torch.nn.Module, work: Path) -> tuple[str, str]:
-    """Log, into the active MLflow run, the pyfunc (PNG bytes + metadata -> probabilities)
-    and the raw torch module; returns their model URIs."""
-    target = bundle.target
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema, TensorSpec
-
-    bundle_dir = bundle.save(work / "bundle")
-    code = _serving_code(work / "code")
-    requirements = serving_requirements()
-    inputs: list[ColSpec | TensorSpec] = [ColSpec("binary", c.PNG)]  # Schema's element type
-    if bundle.encoder is not None:
-        kinds = {c.AGE: "double", c.IMPLANT: "long", c.SITE_ID: "long", c.MACHINE_ID: "long"}
-        inputs += [
-            ColSpec(kinds.get(col, "string"), col, required=False) for col in bundle.encoder.columns
-        ]
-    outputs: list[ColSpec | TensorSpec] = (
-        [ColSpec("double", c.PROBABILITY)]
-        if target.is_binary
-        else [ColSpec("double", f"{c.PROBABILITY}_{k}") for k in target.classes]
-    )
-    pyfunc = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(PYFUNC_CODE),
-        artifacts={"bundle": str(bundle_dir)},
-        code_paths=[str(code)],
-        signature=ModelSignature(Schema(inputs), Schema(outputs)),
-        pip_requirements=requirements,
-    )
-    rows, cols = bundle.config.image_rows, bundle.config.image_cols
-    torch_signature = ModelSignature(
-        Schema([TensorSpec(np.dtype(np.float32), (-1, 1, rows, cols), "image")]),
-        Schema([TensorSpec(np.dtype(np.float32), (-1, target.num_outputs), "logits")]),
-    )
-    raw = mlflow.pytorch.log_model(
-        model,
-        name="torch-model",
-        signature=torch_signature,
-        code_paths=[str(code)],
-        serialization_format="pickle",
-        pip_requirements=requirements,
-    )
-    return pyfunc.model_uri, raw.model_uri

@@ -24,7 +24,6 @@ from prefect.context import TaskRunContext
 from mammo import contract as c
 from mammo.inventory import read_csv_table
 from mammo.preprocess import PreprocessConfig
-from tasks.ingest import INGEST_SUMMARY_FILE
 from tasks.lineage import record_validation
 from tasks.logs import run_logger
 from tasks.retry import transient_only
@@ -68,7 +67,7 @@ def validate_data(raw: str, data: str, config: dict[str, Any] | None = None) -> 
     """Run both suites; save and publish the reports; raise if either failed."""
     logger = run_logger()
     raw_store, out = open_store(raw), open_store(data)
-    summary = json.loads(out.read_bytes(INGEST_SUMMARY_FILE))
+    summary = json.loads(out.read_bytes(c.INGEST_SUMMARY_FILE))
     subset = c.Subset(summary["subset"])
     preprocess = PreprocessConfig.from_json(out.read_bytes(c.PREPROCESS_CONFIG_FILE).decode())
     cfg = ValidationConfig(
