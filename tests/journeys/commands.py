@@ -23,6 +23,7 @@ STACK = (
 PIPELINE = "tests/flows/test_pipeline.py::test_batch_prediction_writes_one_probability_per_breast"
 S3_INGEST = "tests/flows/test_ingest.py::test_ingest_from_s3_to_s3"
 CONFIG = "tests/tasks/test_config.py::test_flags_override_the_file_and_are_checked_the_same_way"
+COMPACT = "tests/flows/test_compact.py::test_a_compaction_killed_between_its_steps_is_finished_by_mammo_compact"  # noqa: E501
 DEMO = "tests/journeys/test_docs.py::test_make_targets_named_in_the_docs_exist"
 HELP = "tests/journeys/test_docs.py::test_every_documented_mammo_command_parses"
 SMOKE = "tests/benchmarks/test_smoke.py::"
@@ -44,6 +45,7 @@ COMMANDS: Final[dict[str, str]] = {
     "mammo predict --raw data/raw --model models:/mammo-cancer@champion --out submission.csv": JOURNEY,  # noqa: E501
     "mammo run --raw s3://archive/rsna --out s3://ml/mammo": S3_INGEST,
     "mammo up / mammo status / mammo down": STACK,
+    "mammo compact --out data/out": COMPACT,
     "mammo up && source .mammo/stack/env.sh": STACK,
     "MAMMO_RAW=s3://mammo/rsna prefect --no-prompt deploy --all": DEPLOY,
     "prefect deployment run 'nightly/nightly'": DEPLOY,
