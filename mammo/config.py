@@ -129,7 +129,7 @@ def _coerce(key: str, default: Any, value: Any) -> Any:
         _require(ok, key, "a number", value)
         return float(value)
     elif isinstance(default, tuple):
-        _require(isinstance(value, list), key, "a list", value)
+        _require(isinstance(value, list | tuple), key, "a list", value)  # a file's or a flag's
         return tuple(value)
     elif hasattr(default, "to_dict"):  # a nested section, e.g. [train.augment]
         _require(isinstance(value, dict), key, "a section", value)

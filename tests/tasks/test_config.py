@@ -81,6 +81,8 @@ def test_flags_override_the_file_and_are_checked_the_same_way(tmp_path: Path) ->
     assert night.merged("preprocess", None) is None  # nothing given: the flow's defaults
     with pytest.raises(ConfigError, match=r"\[train\]: epochs must be >= 1, got 0"):
         resolve(uri, {"train": {"epochs": 0}})
+    band = resolve(uri, {"validation": {"positive_rate_band": (0.0, 0.5)}})  # as argparse gives
+    assert band.section("validation") == {"positive_rate_band": (0.0, 0.5)}
 
 
 def test_a_missing_file_is_named(tmp_path: Path) -> None:
