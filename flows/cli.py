@@ -69,9 +69,9 @@ def check_settings(args: argparse.Namespace) -> None:
     from tasks.config import resolve
 
     sections: dict[str, dict[str, Any] | None] = {}
+    # RunConfig.merged drops the flags that were not given (None)
     if hasattr(args, "rows"):
-        sizes = {"shard_size": args.shard_size, "max_patients": args.max_patients}
-        sections["ingest"] = {k: v for k, v in sizes.items() if v is not None} or None
+        sections["ingest"] = {"shard_size": args.shard_size, "max_patients": args.max_patients}
         sections["preprocess"] = _preprocess_overrides(args)
     if hasattr(args, "epochs"):
         sections["train"] = _train_overrides(args) or None
@@ -80,8 +80,11 @@ def check_settings(args: argparse.Namespace) -> None:
     if hasattr(args, "positive_rate_band"):
         sections["validation"] = _validation_overrides(args)
     if hasattr(args, "margin") and not getattr(args, "rollback", False):
-        chosen = {"protocol": args.protocol, "metric": args.metric, "margin": args.margin}
-        sections["promotion"] = {k: v for k, v in chosen.items() if v is not None} or None
+        sections["promotion"] = {
+            "protocol": args.protocol,
+            "metric": args.metric,
+            "margin": args.margin,
+        }
     resolve(getattr(args, "config", None), sections)
 
 

@@ -16,7 +16,6 @@ rows held twice are never both in it (finalize_ingest keeps one per image and fi
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 
@@ -26,6 +25,7 @@ import pyarrow.compute as pc
 from prefect import task
 
 from mammo import contract as c
+from mammo.inventory import content_digest
 from tasks.ingest import committed_shards
 from tasks.logs import run_logger
 from tasks.retry import transient_only
@@ -70,12 +70,8 @@ def rewrite_shard(out: Store, name: str, manifest: pd.DataFrame) -> str | None:
     rows = table.filter(pc.is_in(table[c.IMAGE_ID], pa.array(keep.astype("int64"))))
     if rows.num_rows == 0:
         return None
-    digest = hashlib.sha256()
-    for image_id, fingerprint in zip(
-        rows[c.IMAGE_ID].to_pylist(), rows[c.FINGERPRINT].to_pylist(), strict=True
-    ):
-        digest.update(f"{image_id}:{fingerprint};".encode())
-    new = f"{_COMPACTED.sub('', name)}-c{digest.hexdigest()[:8]}"
+    digest = content_digest(rows.select([c.IMAGE_ID, c.FINGERPRINT]).to_pandas(), "compacted")
+    new = f"{_COMPACTED.sub('', name)}-c{digest[:8]}"
     write_parquet(out, _shard(new), rows.select(c.SHARD_SCHEMA.names).cast(c.SHARD_SCHEMA))
     return new
 
