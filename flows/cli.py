@@ -559,6 +559,9 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # With no PREFECT_API_URL a command starts Prefect's temporary server, whose first start
+    # (database migrations) takes longer than Prefect's 20 s on a busy 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
     from tasks.logs import one_line_known_errors

@@ -74,7 +74,7 @@ def test_compaction_removes_superseded_rows_and_keeps_every_live_one(
 
 
 def test_a_compaction_killed_between_its_steps_is_finished_by_mammo_compact(
-    superseded: tuple[Path, Path],
+    superseded: tuple[Path, Path], prefect_server: str
 ) -> None:
     _, out = superseded
     store = open_store(str(out))
@@ -86,6 +86,7 @@ def test_a_compaction_killed_between_its_steps_is_finished_by_mammo_compact(
     assert rewrite_shard(store, partial[0].removesuffix(".parquet"), manifest) is not None
     done = subprocess.run(  # the next run, as a user types it
         [str(Path(sys.executable).parent / "mammo"), "compact", "--out", str(out)],
+        env={**os.environ, "PREFECT_API_URL": prefect_server},
         capture_output=True,
         text=True,
         timeout=300,

@@ -102,7 +102,8 @@ def test_deploy_all_then_a_worker_runs_the_nightly_deployment_to_completion(
 ) -> None:
     root = Path(server["ROOT"])
     raw = make_raw(root / "raw", patients=24, seed=3, positive_rate=0.25)
-    env = {**server, "MAMMO_RAW": str(raw), "MAMMO_OUT": str(root / "out")}
+    # MAMMO_OUT empty at deploy time: every deployment's default is then $MAMMO_HOME/data
+    env = {**server, "MAMMO_RAW": str(raw), "MAMMO_OUT": ""}
     _prefect(
         [
             "work-pool",
@@ -135,6 +136,7 @@ def test_deploy_all_then_a_worker_runs_the_nightly_deployment_to_completion(
     )
     try:
         params = {
+            "out": str(root / "out"),
             "shard_size": 32,
             "preprocess": PREPROCESS,
             "train_config": FAST_TRAIN,
@@ -177,9 +179,10 @@ def _alias(client: MlflowClient, alias: str) -> str | None:
 def _four_deployments_one_after_another_promote(
     root: Path, raw: Path, env: dict[str, str], client: MlflowClient
 ) -> None:
-    """ingest, validate, train, promote as four deployment runs into a new OUT: the version
-    train registers finds the validation that validate recorded, and promote decides."""
-    out = str(root / "out-by-hand")
+    """ingest, validate, train, promote as four deployment runs, given no OUT: each defaults
+    to $MAMMO_HOME/data (MAMMO_OUT was empty at deploy time); the version train registers
+    finds the validation that validate recorded, and promote decides."""
+    out = str(Path(env["MAMMO_HOME"]) / "data")
     # the tests' 24-patient holdout (about 10 breasts): minimums it clears; the model's
     # quality is not this test's subject (3 epochs), so no floor
     protocol = protocol_file(
@@ -199,10 +202,8 @@ def _four_deployments_one_after_another_promote(
         },
     )
     steps = [
-        ("ingest/ingest", {"out": out, "config": config}),
-        ("validate/validate", {"data": out, "config": config}),
-        ("train/train", {"data": out, "config": config}),
-        ("promote/promote", {"data": out, "config": config}),
+        (f"{step}/{step}", {"config": config})
+        for step in ("ingest", "validate", "train", "promote")
     ]
     for name, params in steps:
         args = ["deployment", "run", name]
@@ -216,6 +217,7 @@ def _four_deployments_one_after_another_promote(
     assert champion is not None
     version = client.get_model_version("mammo-cancer", champion)
     assert version.tags["mammo.data"] == out and version.tags["mammo.validation"] == "passed"
+    assert (Path(out) / "manifest.parquet").is_file()
     assert version.tags["mammo.promotion.decision"] == "promoted"
     assert version.tags["mammo.promotion.protocol"] == "tests-small-holdout"
     params = client.get_run(version.run_id).data.params  # the file's [train] reached training

@@ -1,5 +1,7 @@
 """The flows unchanged against an existing Ray cluster: a head and a second node started with
-`ray start` on this machine, joined only through RAY_ADDRESS (and Ray's token)."""
+`ray start` on this machine, joined only through RAY_ADDRESS (and Ray's token). The night's
+EDA step fails on the way (its folder is taken by a file) and the night trains regardless;
+batch prediction then decodes into S3, where every node can write."""
 
 from __future__ import annotations
 
@@ -14,10 +16,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
+import pandas as pd
 import pytest
 
 from tests.support.data import make_raw
-from tests.support.servers import free_port
+from tests.support.servers import create_bucket, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -25,8 +29,9 @@ BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
-def two_node_cluster() -> Iterator[dict[str, str]]:
-    """Head + worker node, 1 CPU each, token auth, every socket on 127.0.0.1."""
+def two_node_cluster(s3_endpoint: str) -> Iterator[dict[str, str]]:
+    """Head + worker node, 1 CPU each, token auth, every socket on 127.0.0.1; both nodes
+    reach the session's S3 endpoint (its variables are in their environment)."""
     temp = Path(tempfile.mkdtemp(prefix="mn", dir="/tmp"))  # short: Ray's socket paths
     token = temp / "auth_token"
     token.write_text(secrets.token_hex(32))
@@ -123,6 +128,8 @@ def test_the_nightly_pipeline_runs_unchanged_on_a_two_node_cluster(
     two_node_cluster: dict[str, str], prefect_server: str, tmp_path: Path
 ) -> None:
     raw = make_raw(tmp_path / "raw", patients=10, seed=5)  # the real positive rate
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "eda").write_text("")  # a file where the EDA report's folder goes
     env = {
         **two_node_cluster,
         "PREFECT_API_URL": prefect_server,
@@ -160,3 +167,27 @@ def test_the_nightly_pipeline_runs_unchanged_on_a_two_node_cluster(
     assert summary["decode"]["nodes"] == 2, summary["decode"]  # both nodes decoded shards
     assert summary["manifest_rows"] == summary["csv_rows"]
     assert "Ray Train: 2 worker(s)" in output
+    assert "EDA report failed; training goes on" in output  # informative, never blocking
+
+    # batch prediction on the same cluster, its decode work where every node can reach it
+    create_bucket("multinode")
+    work, submission = "s3://multinode/predict-work", "s3://multinode/submission.csv"
+    model = "models:/mammo-cancer@challenger"
+    predict = [str(BIN / "mammo"), "predict", "--raw", str(raw), "--model", model]
+    done = subprocess.run(
+        [*predict, "--work", work, "--out", submission],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    s3 = boto3.client("s3")
+    listed = s3.list_objects_v2(Bucket="multinode", Prefix="predict-work/")
+    keys = {item["Key"] for item in listed.get("Contents", [])}
+    assert "predict-work/manifest.parquet" in keys, keys
+    assert any(k.startswith("predict-work/shards/") for k in keys), keys
+    assert not (tmp_path / "home" / "predict").exists()  # nothing on the driver's own disk
+    body = s3.get_object(Bucket="multinode", Key="submission.csv")["Body"].read().decode()
+    test_csv = pd.read_csv(raw / "test.csv")
+    assert len(body.strip().splitlines()) == 1 + test_csv["prediction_id"].nunique()
