@@ -24,10 +24,8 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	$(BIN)/mammo demo
 
-# Two test processes, one test file each at a time: the suite mostly waits on servers and
-# subprocesses, so two share the 2 cores well (a file's fixtures stay in one process).
 test: setup
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not integration and not slow"

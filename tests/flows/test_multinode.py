@@ -127,7 +127,7 @@ def _wait_for_nodes(address: str, count: int, env: dict[str, str], timeout: floa
 def test_the_nightly_pipeline_runs_unchanged_on_a_two_node_cluster(
     two_node_cluster: dict[str, str], prefect_server: str, tmp_path: Path
 ) -> None:
-    raw = make_raw(tmp_path / "raw", patients=10, seed=5)  # the real positive rate
+    raw = make_raw(tmp_path / "raw", patients=10, seed=5, with_test=True)  # real positive rate
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "eda").write_text("")  # a file where the EDA report's folder goes
     env = {
