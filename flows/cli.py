@@ -19,7 +19,12 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _preprocess_overrides(args: argparse.Namespace) -> dict[str, object] | None:
-    pairs = (("out_rows", args.rows), ("out_cols", args.cols), ("bit_depth", args.bit_depth))
+    pairs = (
+        ("out_rows", args.rows),
+        ("out_cols", args.cols),
+        ("bit_depth", args.bit_depth),
+        ("decode", args.decode),
+    )
     overrides = {key: value for key, value in pairs if value is not None}
     return overrides or None
 
@@ -504,6 +509,14 @@ def _add_ingest_args(p: argparse.ArgumentParser, out_required: bool) -> None:
     p.add_argument("--rows", type=int, default=None, help="output rows (default 1024)")
     p.add_argument("--cols", type=int, default=None, help="output columns (default 512)")
     p.add_argument("--bit-depth", type=int, choices=[8, 16], default=None)
+    p.add_argument(
+        "--decode",
+        choices=["fast", "exact"],
+        default=None,
+        help="exact (default): every image at full resolution; fast: JPEG 2000 decoded only "
+        "as finely as the output needs, about 4x faster, slightly different pixels "
+        "(docs/decoding.md)",
+    )
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:

@@ -175,6 +175,7 @@ class VoiPath(StrEnum):
 
 
 MODALITY_PATH, VOI_PATH, INVERTED = "modality_path", "voi_path", "inverted"
+REDUCTION = "reduction"  # JPEG 2000 levels left undecoded: read at 1 / 2**reduction per side
 
 IMAGE_FIELDS: Final = (
     pa.field(SOURCE_PATH, pa.string(), nullable=False),
@@ -188,6 +189,7 @@ IMAGE_FIELDS: Final = (
     pa.field("window_center", pa.float64()),
     pa.field("window_width", pa.float64()),
     pa.field("decoder", pa.string()),
+    pa.field(REDUCTION, pa.int8()),
     pa.field("window_fallback", pa.bool_()),
     pa.field(MODALITY_PATH, pa.string()),
     pa.field(VOI_PATH, pa.string()),
@@ -205,6 +207,25 @@ IMAGE_FIELDS: Final = (
     pa.field(CONFIG_HASH, pa.string()),
     pa.field(PNG_PATH, pa.string()),
 )
+
+# Image columns added after the first outputs were written; absent (null) in older shards.
+ADDED_IMAGE_FIELDS: Final = {REDUCTION: pa.int8()}
+
+
+def missing_added_columns(present: list[str], wanted: list[str]) -> list[str]:
+    """The columns of ``wanted`` that a file with ``present`` lacks only for its age."""
+    return [name for name in wanted if name in ADDED_IMAGE_FIELDS and name not in present]
+
+
+def with_added_columns(table: pa.Table, missing: list[str], wanted: list[str]) -> pa.Table:
+    """``table`` with the ``missing`` added columns as nulls, columns in ``wanted`` order."""
+    for name in missing:
+        table = table.append_column(
+            pa.field(name, ADDED_IMAGE_FIELDS[name]),
+            pa.nulls(table.num_rows, ADDED_IMAGE_FIELDS[name]),
+        )
+    return table.select(wanted)
+
 
 SHARD_SCHEMA: Final = pa.schema([*METADATA_FIELDS, *IMAGE_FIELDS, pa.field(PNG, pa.binary())])
 MANIFEST_SCHEMA: Final = pa.schema(

@@ -114,14 +114,19 @@ def choose_reduction(
     out_cols: int,
     limit: int,
 ) -> int:
-    """The largest safe reduction, at most ``limit``, that keeps a ``crop_rows x crop_cols``
-    region of the full image at least ``out_rows x out_cols``: never upsample."""
+    """The largest safe reduction, at most ``limit``, after which a ``crop_rows x crop_cols``
+    region of the full image still fills an ``out_rows x out_cols`` output without upsampling.
+
+    The output keeps the aspect ratio and is filled by its relatively longer side (see
+    :func:`mammo.geometry.resize_and_pad`): no upsampling means the reduced crop reaches the
+    output's rows or its columns.
+    """
     best = 0
     for r in safe_reductions(info):
         if r > limit:
             break
         scale = 1 << r
-        if math.floor(crop_rows / scale) >= out_rows and math.floor(crop_cols / scale) >= out_cols:
+        if math.floor(crop_rows / scale) >= out_rows or math.floor(crop_cols / scale) >= out_cols:
             best = r
     return best
 

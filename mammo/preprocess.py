@@ -8,7 +8,8 @@ Two layers (the ingest adapter adds the third, the loop over a shard):
   breast -> flip so the chest wall is on ``cfg.breast_side`` -> resize keeping the aspect
   ratio and pad to (out_rows, out_cols).
 - :func:`decode_and_preprocess`, the per-record function: read_header (structural
-  checks, before any decoding) -> decode_pixels -> normalize -> encode_png.
+  checks, before any decoding) -> decode (a JPEG 2000 image only as finely as the output
+  needs, :mod:`mammo.reduction`; else decode_pixels) -> normalize -> encode_png.
 
 Every refusal is a :class:`~mammo.errors.MammoInputError` carrying a quarantine reason.
 """
@@ -35,6 +36,7 @@ from mammo.geometry import (
     resize_and_pad,
 )
 from mammo.png import encode_png
+from mammo.reduction import FAST_DECODER, JPEG2000_SYNTAXES, decode_for_output
 from mammo.window import Window, build_lut
 
 
@@ -47,7 +49,11 @@ class PreprocessConfig:
     image height/width added around the breast box. window_index picks the Window
     Center/Width pair (None: always min-max); a window whose output spans less than
     window_min_spread of full scale over the image falls back to min-max. max_pixels
-    refuses declared Rows * Columns * frames above it, before decoding.
+    refuses declared Rows * Columns * frames above it, before decoding. decode "exact" (the
+    default) decodes every image at full resolution; "fast" decodes a JPEG 2000 image only as
+    finely as the output needs (:mod:`mammo.reduction`, about 4x faster, not within the
+    fidelity bound of docs/decoding.md). An exact config is saved as before the choice
+    existed, so old outputs keep their hash.
     """
 
     out_rows: int = 1024
@@ -62,6 +68,7 @@ class PreprocessConfig:
     png_compression: int = 1
     decoders: tuple[str, ...] = ("dicomsdl", "pydicom")
     max_pixels: int = 50_000_000
+    decode: Literal["fast", "exact"] = "exact"
 
     def __post_init__(self) -> None:
         problems = []
@@ -83,6 +90,8 @@ class PreprocessConfig:
             problems.append(f"decoders {self.decoders} (known: {list_decoders()})")
         if self.max_pixels < 1:
             problems.append(f"max_pixels {self.max_pixels}")
+        if self.decode not in ("fast", "exact"):
+            problems.append(f"decode {self.decode!r} (fast or exact)")
         if problems:
             raise ValueError("invalid PreprocessConfig: " + "; ".join(problems))
 
@@ -91,8 +100,12 @@ class PreprocessConfig:
         return (1 << self.bit_depth) - 1
 
     def to_json(self) -> str:
-        """Canonical JSON: sorted keys, no spaces; the input of :meth:`config_hash`."""
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        """Canonical JSON: sorted keys, no spaces; the input of :meth:`config_hash`. An exact
+        decode is written as before the choice existed, so old outputs keep their hash."""
+        values = asdict(self)
+        if values["decode"] == "exact":
+            del values["decode"]
+        return json.dumps(values, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> PreprocessConfig:
@@ -134,6 +147,7 @@ class ProcessedImage:
     png: bytes
     header: DicomHeader
     decoder: str
+    reduction: int  # JPEG 2000 levels not decoded: the image was read at 1 / 2**reduction
     window: Window | None
     window_fallback: bool
     modality_path: ModalityPath
@@ -202,26 +216,45 @@ def normalize(stored: StoredPixels, header: DicomHeader, cfg: PreprocessConfig) 
 def decode_and_preprocess(data: bytes, cfg: PreprocessConfig) -> ProcessedImage:
     """The bytes of one DICOM file -> its normalized image and PNG.
 
-    read_header (every structural check, before decoding) -> decode_pixels (decoders in
-    cfg.decoders order) -> normalize -> encode_png. Raises MammoInputError with the
-    quarantine reason when the file cannot be used.
+    read_header (every structural check, before decoding) -> with decode "fast", a JPEG 2000
+    image at the coarsest resolution its output allows (:func:`decode_for_output`), else and
+    whenever that fails, decode_pixels (decoders in cfg.decoders order) -> normalize ->
+    encode_png. Raises MammoInputError with the quarantine reason when the file cannot be used.
     """
     header, ds = read_header(data, cfg.max_pixels)
-    stored, decoder = decode_pixels(data, ds, header, cfg.decoders)
+    reduced = None
+    if cfg.decode == "fast" and header.transfer_syntax in JPEG2000_SYNTAXES:
+        try:
+            reduced = decode_for_output(ds, header, cfg)
+        except Exception:  # noqa: BLE001 - any failure here is retried by the full decode
+            reduced = None
+    if reduced is None:
+        stored, decoder = decode_pixels(data, ds, header, cfg.decoders)
+        reduction = 0
+    else:
+        stored, decoder, reduction = reduced.stored, FAST_DECODER, reduced.reduction
     image = normalize(stored, header, cfg)
     return ProcessedImage(
         pixels=image.pixels,
         png=encode_png(image.pixels, cfg.png_compression),
         header=header,
         decoder=decoder,
+        reduction=reduction,
         window=image.window,
         window_fallback=image.window_fallback,
         modality_path=image.modality_path,
         voi_path=image.voi_path,
         inverted=image.inverted,
-        crop_box=image.crop_box,
+        crop_box=_source_box(image.crop_box, reduction, header),
         crop_fallback=image.crop_fallback,
         flipped=image.flipped,
         pixel_mean=image.pixel_mean,
         pixel_std=image.pixel_std,
     )
+
+
+def _source_box(box: Box, reduction: int, header: DicomHeader) -> Box:
+    """A crop box found at 1 / 2**reduction, in source pixels."""
+    scale = 1 << reduction
+    y0, x0, y1, x1 = box
+    return (y0 * scale, x0 * scale, min(header.rows, y1 * scale), min(header.cols, x1 * scale))

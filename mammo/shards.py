@@ -50,11 +50,13 @@ def process_shard(
     """Decode ``items`` (inventory.ITEM_COLUMNS) in order; see the module docstring.
 
     ``decoders`` overrides the config's decoder order without changing the config's identity
-    (decoders give bit-identical pixels): the caller's safe mode after a native crash.
+    (decoders give bit-identical pixels): the caller's safe mode after a native crash. Safe
+    mode also decodes every image in full (no reduced-resolution JPEG 2000 through Pillow's
+    native OpenJPEG); each row's ``decoder`` and ``reduction`` say how it was read.
     """
     config_hash = cfg.config_hash()
     if decoders is not None:
-        cfg = dataclasses.replace(cfg, decoders=decoders)
+        cfg = dataclasses.replace(cfg, decoders=decoders, decode="exact")
     records = items.to_dict("records")
     images: list[dict[str, object]] = []
     quarantine: list[dict[str, object]] = []
@@ -153,6 +155,7 @@ def _image_row(
             "window_center": image.window.center if image.window else None,
             "window_width": image.window.width if image.window else None,
             "decoder": image.decoder,
+            c.REDUCTION: image.reduction,
             "window_fallback": image.window_fallback,
             c.MODALITY_PATH: image.modality_path.value,
             c.VOI_PATH: image.voi_path.value,

@@ -66,7 +66,7 @@ def superseded_fraction(out: Store) -> float:
 def rewrite_shard(out: Store, name: str, manifest: pd.DataFrame) -> str | None:
     """Step 1: the live rows of shard ``name`` in a new shard; its name, or None if none."""
     keep = manifest.loc[manifest[c.SHARD] == _shard(name), c.IMAGE_ID]
-    table = read_parquet(out, _shard(name))
+    table = read_parquet(out, _shard(name), c.SHARD_SCHEMA.names)
     rows = table.filter(pc.is_in(table[c.IMAGE_ID], pa.array(keep.astype("int64"))))
     if rows.num_rows == 0:
         return None

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import pandas as pd
@@ -93,6 +93,9 @@ def resolve_config(out: Store, overrides: dict[str, Any] | None) -> PreprocessCo
     requested = PreprocessConfig(**overrides) if overrides else None
     if out.exists(c.PREPROCESS_CONFIG_FILE):
         saved = PreprocessConfig.from_json(out.read_bytes(c.PREPROCESS_CONFIG_FILE).decode())
+        if requested is not None and "decode" not in (overrides or {}):
+            # the decode mode is kept unless asked for: a flag for the size alone is no change
+            requested = replace(requested, decode=saved.decode)
         if requested is not None and requested.config_hash() != saved.config_hash():
             raise IngestError(
                 f"{out.uri} was built with another preprocessing config "

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from mammo import contract as c
 from mammo.inventory import FileInfo
 
 S3_MAX_ATTEMPTS = 8  # per request, the first included, unless AWS_MAX_ATTEMPTS says otherwise
@@ -100,7 +101,7 @@ def read_parquet(store: Store, relpath: str, columns: list[str] | None = None) -
     attempt = 1
     while True:
         try:
-            return pq.read_table(path, filesystem=fs, columns=columns)
+            return _read_table(path, fs, columns)
         except FileNotFoundError:
             raise
         except OSError as exc:
@@ -108,6 +109,16 @@ def read_parquet(store: Store, relpath: str, columns: list[str] | None = None) -
                 raise StorageError(f"cannot read {join_uri(store.uri, relpath)}: {exc}") from exc
         time.sleep(random.uniform(0.5, 1.0) * 2 ** (attempt - 1))  # exponential, jittered
         attempt += 1
+
+
+def _read_table(path: str, fs: pafs.FileSystem, columns: list[str] | None) -> pa.Table:
+    """The columns asked for; image columns added since the file was written come as nulls."""
+    if columns is None or not any(name in c.ADDED_IMAGE_FIELDS for name in columns):
+        return pq.read_table(path, filesystem=fs, columns=columns)
+    missing = c.missing_added_columns(pq.read_schema(path, filesystem=fs).names, columns)
+    present = [name for name in columns if name not in missing]
+    table = pq.read_table(path, filesystem=fs, columns=present)
+    return c.with_added_columns(table, missing, columns)
 
 
 def write_parquet(store: Store, relpath: str, table: pa.Table) -> None:

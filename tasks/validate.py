@@ -77,7 +77,9 @@ def validate_data(raw: str, data: str, config: dict[str, Any] | None = None) -> 
     columns = [f.name for f in c.MANIFEST_SCHEMA]
     manifest_bytes = out.read_bytes(c.MANIFEST_FILE)  # one read: the hash names what is checked
     data_hash = hashlib.sha256(manifest_bytes).hexdigest()
-    manifest = pq.read_table(io.BytesIO(manifest_bytes), columns=columns).to_pandas()
+    table = pq.read_table(io.BytesIO(manifest_bytes))  # an older manifest lacks added columns
+    missing = c.missing_added_columns(table.column_names, columns)
+    manifest = c.with_added_columns(table, missing, columns).to_pandas()
     reports = [
         validate_raw_metadata(csv, cfg),
         validate_decoded_set(

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import boto3
@@ -23,6 +27,8 @@ from tests.support.data import (
 from tests.support.servers import create_bucket, upload_tree
 
 pytestmark = [pytest.mark.integration]
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -193,3 +199,47 @@ def pa_buffer(data: bytes):  # type: ignore[no-untyped-def]
     import pyarrow as pa
 
     return pa.BufferReader(data)
+
+
+def test_mammo_ingest_decode_fast_reads_jpeg2000_at_the_resolution_the_output_needs(
+    prefect_server: str, ray_cluster: dict[str, object], tmp_path: Path
+) -> None:
+    """The documented command (docs/decoding.md) as a subprocess: each manifest row names its
+    decoder and reduction, the mode is saved with OUT and kept by a rerun that does not name
+    it, and asking for the other mode on the same OUT is one line, not a traceback."""
+    raw = make_raw(tmp_path / "raw", patients=2, seed=5, image_size="1024x832")
+    out = tmp_path / "out"
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"},
+        "PREFECT_API_URL": prefect_server,
+        "RAY_ADDRESS": str(ray_cluster["address"]),
+        "MAMMO_HOME": str(tmp_path / "home"),
+    }
+
+    def mammo(*extra: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "flows.cli", "ingest", "--raw", str(raw)]
+        command += ["--out", str(out), "--rows", "256", "--cols", "128", *extra]
+        return subprocess.run(
+            command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+        )
+
+    first = mammo("--decode", "fast")
+    assert first.returncode == 0, first.stdout + first.stderr
+    manifest = pd.read_parquet(out / c.MANIFEST_FILE)
+    assert len(manifest) == len(pd.read_csv(raw / "train.csv"))
+    assert set(manifest["decoder"]) == {"pillow-openjpeg"}
+    scale = 2 ** manifest[c.REDUCTION]
+    assert (scale >= 2).all()  # 1024 x 832 at 1/2 still fills 256 x 128
+    rows = (manifest["crop_y1"] - manifest["crop_y0"]) // scale
+    cols = (manifest["crop_x1"] - manifest["crop_x0"]) // scale
+    assert ((rows >= 256) | (cols >= 128)).all()  # never upsampled
+    assert json.loads((out / c.PREPROCESS_CONFIG_FILE).read_text())["decode"] == "fast"
+
+    again = mammo()  # the size flags alone: the saved mode is kept, nothing is decoded again
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert pd.read_parquet(out / c.MANIFEST_FILE).equals(manifest)
+
+    other = mammo("--decode", "exact")
+    assert other.returncode == 1
+    assert "another preprocessing config" in other.stderr
+    assert "Traceback" not in other.stdout + other.stderr

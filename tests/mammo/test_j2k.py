@@ -110,12 +110,18 @@ def test_unsafe_reductions_are_refused_before_pillow_sees_them() -> None:
         decode_reduced(encode(image(64, 64), levels=2), 3)  # above the level count
 
 
-def test_the_reduction_never_shrinks_the_crop_below_the_output() -> None:
+def test_the_reduction_never_makes_the_resize_an_upsampling() -> None:
     info = CodestreamInfo(3328, 2560, 1, 12, False, 5)
-    assert choose_reduction(info, 2800, 1400, 1024, 512, limit=5) == 1  # 700 rows at r=2
-    assert choose_reduction(info, 3328, 2560, 512, 256, limit=5) == 2
+    assert choose_reduction(info, 2800, 1400, 1024, 512, limit=5) == 1  # 700 x 350 at r=2
+    # a wide crop fills the output by its columns: 832 x 640 at r=2 reaches 512 columns
+    assert choose_reduction(info, 3328, 2560, 1024, 512, limit=5) == 2
+    assert choose_reduction(info, 3328, 2560, 512, 256, limit=5) == 3  # 416 x 320
     assert choose_reduction(info, 3328, 2560, 512, 256, limit=1) == 1
-    assert choose_reduction(info, 2000, 1000, 1024, 512, limit=5) == 0  # already too small
+    assert choose_reduction(info, 1000, 500, 1024, 512, limit=5) == 0  # already too small
+    for r in range(5):  # brute force: the chosen r is the largest with scale <= 1
+        rows, cols = 2800 >> r, 1400 >> r
+        scale = min(1024 / rows, 512 / cols)
+        assert (scale <= 1) == (r <= choose_reduction(info, 2800, 1400, 1024, 512, limit=5))
 
 
 @pytest.mark.parametrize(

@@ -79,6 +79,7 @@ CHANGED = {
     "png_compression": 6,
     "decoders": ("pydicom", "dicomsdl"),
     "max_pixels": 1000,
+    "decode": "fast",
 }
 
 
@@ -106,6 +107,7 @@ def test_config_hash_changes_with_every_field(name: str, value: Any) -> None:
         {"decoders": ()},
         {"decoders": ("gdcm",)},
         {"max_pixels": 0},
+        {"decode": "half"},
     ],
     ids=[
         "12-bit-output",
@@ -117,11 +119,26 @@ def test_config_hash_changes_with_every_field(name: str, value: Any) -> None:
         "no-decoder",
         "unknown-decoder",
         "zero-max-pixels",
+        "unknown-decode",
     ],
 )
 def test_invalid_config_is_refused(change: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="invalid PreprocessConfig"):
         PreprocessConfig(**change)
+
+
+def test_an_exact_decode_config_is_saved_as_before_the_choice_existed() -> None:
+    """Outputs built before ``decode`` existed keep their hash and read back as exact."""
+    exact = PreprocessConfig()
+    before = {f.name: getattr(exact, f.name) for f in fields(exact) if f.name != "decode"}
+    old_json = json.dumps(
+        {**before, "decoders": list(exact.decoders)}, sort_keys=True, separators=(",", ":")
+    )
+    assert exact.decode == "exact" and exact.to_json() == old_json
+    assert PreprocessConfig.from_json(old_json) == exact
+    fast = PreprocessConfig(decode="fast")
+    assert '"decode":"fast"' in fast.to_json()
+    assert PreprocessConfig.from_json(fast.to_json()) == fast
 
 
 def test_from_json_refuses_unknown_fields() -> None:
