@@ -504,7 +504,12 @@ def _add_ingest_args(p: argparse.ArgumentParser, out_required: bool) -> None:
         help="local path or s3://bucket/prefix for outputs"
         + ("" if out_required else " (default: $MAMMO_HOME/data)"),
     )
-    p.add_argument("--shard-size", type=int, default=None, help="files per unit of work (256)")
+    p.add_argument(
+        "--shard-size",
+        type=int,
+        default=None,
+        help="files per unit of work (default: a few units per Ray CPU, at most 256)",
+    )
     p.add_argument("--max-patients", type=int, default=None, help="a small run: first N patients")
     p.add_argument("--rows", type=int, default=None, help="output rows (default 1024)")
     p.add_argument("--cols", type=int, default=None, help="output columns (default 512)")

@@ -36,7 +36,7 @@ def ingest(
     shard_size, max_patients = sizes.shard_size, sizes.max_patients
     preprocess = night.merged("preprocess", preprocess)
     with out_lock(out, settings) as lease:  # one ingest per OUT, released however it ends
-        plan = plan_ingest(raw, out, subset, shard_size, max_patients, preprocess)
+        plan = plan_ingest(raw, out, subset, shard_size, max_patients, preprocess, settings)
         decoded = decode_shards(plan, settings)
         return finalize_ingest(plan, decoded, lease)
 

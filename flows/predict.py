@@ -23,7 +23,7 @@ def predict(
     out: str = "submission.csv",
     work: str | None = None,
     binarize: bool = False,
-    shard_size: int = 256,
+    shard_size: int | None = None,
 ) -> dict[str, Any]:
     """Decode RAW's test images with the model's own preprocessing, score, write the CSV.
 

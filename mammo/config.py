@@ -27,12 +27,12 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class IngestSettings:
-    shard_size: int = 256
+    shard_size: int | None = None  # None: a few shards per core, at most 256 files each
     max_patients: int | None = None
     compact_above: float = 0.2  # the nightly compacts OUT when this share of rows is superseded
 
     def __post_init__(self) -> None:
-        if self.shard_size < 1:
+        if self.shard_size is not None and self.shard_size < 1:
             raise ConfigError(f"shard_size must be >= 1, got {self.shard_size}")
         if not 0.0 <= self.compact_above <= 1.0:
             raise ConfigError(f"compact_above must be in [0, 1], got {self.compact_above}")

@@ -7,15 +7,17 @@ Order of operations, all pure (the caller lists and reads storage):
 2. :func:`join_inventory` pairs rows with files on (patient_id, image_id). A file path is
    only ever *matched*, never built from CSV text: ids are integers before they touch a path.
 3. :func:`pending_items` drops what earlier runs already decoded (same image, same fingerprint).
-4. :func:`plan_shards` cuts the pending items, sorted, into fixed-size shards named by a hash of
-   their content. Removing finished shards from a plan leaves the other shards unchanged, so a
-   re-run after a crash rebuilds exactly the shards that were missing.
+4. :func:`plan_shards` cuts the pending items, sorted, into shards of one size (given, or
+   :func:`auto_shard_size`: a few per core) named by a hash of their content, and orders them
+   by expected cost, largest first. A re-run after a crash finishes the shards its plan left
+   (the caller keeps the plan), so it rebuilds exactly the shards that were missing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -300,8 +302,18 @@ def pending_items(candidates: pd.DataFrame, done: pd.DataFrame) -> pd.DataFrame:
     return candidates[~keys.isin(done_keys)].reset_index(drop=True)
 
 
+SHARDS_PER_CORE: Final = 4  # waves enough that the last one leaves few cores idle
+MAX_SHARD_SIZE: Final = 256  # files per shard: bounds a worker's memory and a retry's cost
+
+
+def auto_shard_size(pending: int, cores: int) -> int:
+    """Files per shard so that ``pending`` files make SHARDS_PER_CORE shards per core."""
+    return max(1, min(MAX_SHARD_SIZE, math.ceil(pending / (max(1, cores) * SHARDS_PER_CORE))))
+
+
 def plan_shards(pending: pd.DataFrame, shard_size: int, config_hash: str) -> list[ShardPlan]:
-    """Cut sorted pending items into consecutive shards of ``shard_size`` (last may be short)."""
+    """Cut sorted pending items into consecutive shards of ``shard_size`` (last may be short),
+    ordered by :func:`expected_cost`, largest first."""
     if shard_size < 1:
         raise ValueError(f"shard_size must be positive, got {shard_size}")
     ordered = pending.sort_values([c.PATIENT_ID, c.IMAGE_ID]).reset_index(drop=True)
@@ -309,7 +321,18 @@ def plan_shards(pending: pd.DataFrame, shard_size: int, config_hash: str) -> lis
     for start in range(0, len(ordered), shard_size):
         items = ordered.iloc[start : start + shard_size].reset_index(drop=True)
         shards.append(ShardPlan(f"part-{content_digest(items, config_hash)}", items))
-    return shards
+    return by_cost(shards)
+
+
+def by_cost(shards: list[ShardPlan]) -> list[ShardPlan]:
+    return sorted(shards, key=lambda shard: (-expected_cost(shard.items), shard.name))
+
+
+def expected_cost(items: pd.DataFrame) -> int:
+    """The bytes of the shard's files (the fingerprint starts with the size, see
+    :func:`join_inventory`): decode time grows with the compressed size."""
+    sizes = items[c.FINGERPRINT].astype(str).str.split("-", n=1).str[0]
+    return int(pd.to_numeric(sizes, errors="coerce").fillna(0).sum())
 
 
 def content_digest(items: pd.DataFrame, config_hash: str) -> str:

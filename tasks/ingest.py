@@ -27,7 +27,7 @@ from mammo import inventory as inv
 from mammo.lease import Lease
 from mammo.preprocess import PreprocessConfig
 from mammo.shards import process_shard
-from tasks.cluster import ensure_ray, metrics
+from tasks.cluster import cluster_resources, ensure_ray, metrics
 from tasks.lock import OutLockedError, confirm_held
 from tasks.logs import run_logger
 from tasks.progress import ProgressReporter
@@ -108,6 +108,33 @@ def resolve_config(out: Store, overrides: dict[str, Any] | None) -> PreprocessCo
     return config
 
 
+def _unfinished_plan(out: Store, work: str, pending: pd.DataFrame) -> list[inv.ShardPlan] | None:
+    """The shards an earlier run of this plan cut for what is still pending; None if there is
+    no such run or the pending items are not all in it (its outputs were removed since)."""
+    try:
+        planned = read_parquet(out, f"{work}/pending.parquet").to_pandas()
+    except FileNotFoundError:
+        return None
+    keys = pd.MultiIndex.from_frame(planned[[c.IMAGE_ID, c.FINGERPRINT]].astype(str))
+    wanted = pd.MultiIndex.from_frame(pending[[c.IMAGE_ID, c.FINGERPRINT]].astype(str))
+    if pending.empty or not wanted.isin(keys).all():
+        return None
+    left = planned[keys.isin(wanted)]
+    shards = [
+        inv.ShardPlan(str(name), frame.drop(columns=[SHARD_KEY]).reset_index(drop=True))
+        for name, frame in left.groupby(SHARD_KEY, sort=True)
+    ]
+    return inv.by_cost(shards)
+
+
+def _cluster_cpus(settings: Settings | None, pending: pd.DataFrame) -> int:
+    """The Ray cluster's CPUs; Ray starts here rather than at the decode when there is work."""
+    if pending.empty:
+        return 1
+    ensure_ray(settings or Settings.from_env())
+    return max(1, int(cluster_resources().get("CPU", 1)))
+
+
 def committed_shards(out: Store) -> list[str]:
     names = [
         f.relpath.removeprefix(f"{c.SHARDS_DIR}/").removesuffix(".parquet")
@@ -139,11 +166,17 @@ def plan_ingest(
     raw: str,
     out: str,
     subset: str = c.Subset.TRAIN.value,
-    shard_size: int = 256,
+    shard_size: int | None = None,
     max_patients: int | None = None,
     preprocess: dict[str, object] | None = None,
+    settings: Settings | None = None,
 ) -> IngestPlan:
-    """Join the CSV with the listing of RAW and plan the shards still to decode."""
+    """Join the CSV with the listing of RAW and plan the shards still to decode.
+
+    ``shard_size`` None sizes the shards to the Ray cluster (:func:`inv.auto_shard_size`;
+    Ray is started here when there is work). A rerun of a plan that
+    did not finish (the same inputs and config) decodes the shards that plan left.
+    """
     logger = run_logger()
     raw_store, out_store = open_store(raw), open_store(out)
     which = c.Subset(subset)
@@ -173,13 +206,17 @@ def plan_ingest(
         out_store, c.SHARD_QUARANTINE_DIR, done_names, [c.IMAGE_ID, c.FINGERPRINT]
     )
     pending = inv.pending_items(inventory.candidates, pd.concat([done, done_bad]))
-    shards = inv.plan_shards(pending, shard_size, config.config_hash())
+    plan_id = inv.content_digest(inventory.candidates, config.config_hash())
+    shards = _unfinished_plan(out_store, f"{c.INGEST_WORK_DIR}/{plan_id}", pending)
+    if shards is None:
+        size = shard_size or inv.auto_shard_size(len(pending), _cluster_cpus(settings, pending))
+        shards = inv.plan_shards(pending, size, config.config_hash())
 
     plan = IngestPlan(
         raw=raw_store.uri,
         out=out_store.uri,
         subset=which.value,
-        plan_id=inv.content_digest(inventory.candidates, config.config_hash()),
+        plan_id=plan_id,
         preprocess=json.loads(config.to_json()),
         csv_rows=inventory.csv_rows,
         candidates=len(inventory.candidates),
@@ -309,8 +346,11 @@ def decode_shards(plan: IngestPlan, settings: Settings) -> DecodeReport:
     counter = ProgressCounter.options(name=f"ingest-progress-{plan.plan_id}").remote()  # type: ignore[attr-defined]
     shard_items = {
         str(name): frame.drop(columns=[SHARD_KEY]).reset_index(drop=True)
-        for name, frame in items.groupby(SHARD_KEY, sort=True)
+        for name, frame in items.groupby(SHARD_KEY, sort=False)
     }
+    shard_items = {
+        name: shard_items[name] for name in plan.shards
+    }  # the plan's order: costliest first
     del items
 
     def submit(name: str, decoders: tuple[str, ...] | None = None) -> ray.ObjectRef[ShardSummary]:

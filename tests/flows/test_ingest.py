@@ -15,6 +15,7 @@ import pytest
 
 from flows.ingest import ingest
 from mammo import contract as c
+from mammo import inventory as inv
 from mammo.png import decode_png
 from tests.support.data import (
     add_fault_files,
@@ -110,6 +111,30 @@ def test_rerun_without_change_decodes_nothing_and_new_files_only_are_decoded(
     # the shards of the first run were not rewritten
     after = tree_digest(out / c.SHARDS_DIR)
     assert all(after[name] == digest for name, digest in shards_before.items())
+
+
+def test_without_a_shard_size_every_cpu_gets_shards_and_a_rerun_finishes_the_same_plan(
+    stack: None, raw_source: Path, tmp_path: Path
+) -> None:
+    """A small ingest is not one shard on one core; the costliest shards go first; a rerun of
+    a plan that lost shards rebuilds exactly those, not a new cut of what is left."""
+    out = tmp_path / "out"
+    summary = ingest(raw=str(raw_source), out=str(out))
+    images = int(summary["manifest_rows"])
+    shard_files = sorted((out / c.SHARDS_DIR).glob("part-*.parquet"))
+    size = inv.auto_shard_size(images, cores=2)  # the session's Ray cluster has 2 CPUs
+    assert size < images and len(shard_files) == -(-images // size) >= 4
+    before = tree_digest(out / c.SHARDS_DIR)
+    manifest = pd.read_parquet(out / c.MANIFEST_FILE)
+
+    lost = shard_files[:2]  # as if the run had died before committing them
+    lost_rows = sum(pq.read_metadata(shard).num_rows for shard in lost)
+    for shard in lost:
+        shard.unlink()
+    again = ingest(raw=str(raw_source), out=str(out))
+    assert again["decoded_this_run"] == lost_rows
+    assert tree_digest(out / c.SHARDS_DIR) == before
+    assert pd.read_parquet(out / c.MANIFEST_FILE).equals(manifest)
 
 
 def test_every_bad_input_gets_its_quarantine_reason_and_good_ones_survive(

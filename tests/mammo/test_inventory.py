@@ -178,6 +178,29 @@ def test_shard_plan_is_stable_when_finished_shards_are_removed() -> None:
     assert [s.name for s in resumed] == [s.name for s in full if s.name not in finished]
 
 
+@pytest.mark.parametrize("pending", [1, 7, 24, 300, 5000, 54706])
+@pytest.mark.parametrize("cores", [1, 2, 16, 64])
+def test_auto_shard_size_gives_every_core_a_few_shards_and_caps_the_size(
+    pending: int, cores: int
+) -> None:
+    size = inv.auto_shard_size(pending, cores)
+    target = cores * inv.SHARDS_PER_CORE
+    # brute force: the smallest size that makes at most SHARDS_PER_CORE shards per core
+    smallest = min(s for s in range(1, pending + 1) if -(-pending // s) <= target)
+    assert size == min(smallest, inv.MAX_SHARD_SIZE)
+    shards = -(-pending // size)
+    assert shards >= min(pending, target // 2) or size == inv.MAX_SHARD_SIZE  # cores kept busy
+
+
+def test_the_costliest_shards_come_first() -> None:
+    items = candidates(6)  # 12 items of 100 bytes
+    items.loc[items[c.IMAGE_ID] == items[c.IMAGE_ID].max(), c.FINGERPRINT] = "90000-v1"
+    shards = inv.plan_shards(items, 4, "cfg")
+    costs = [inv.expected_cost(s.items) for s in shards]
+    assert costs == sorted(costs, reverse=True) and costs[0] == 90000 + 300
+    assert shards[0].items[c.IMAGE_ID].max() == items[c.IMAGE_ID].max()  # the last by id
+
+
 def test_shard_names_depend_on_config_and_content() -> None:
     items = candidates(2)
     assert inv.plan_shards(items, 10, "a")[0].name == inv.plan_shards(items, 10, "a")[0].name
