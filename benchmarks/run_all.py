@@ -22,6 +22,7 @@ from benchmarks.common import CACHE_DIR, REPO, RESULTS_DIR, SMOKE_RESULTS_DIR, R
 # Decode-only figures first, on a machine where nothing of the pipeline runs yet.
 BENCHMARKS = (
     "decode_ceiling",
+    "fast_decode",
     "peer_baseline",
     "ingest_vs_ceiling",
     "scale_count",

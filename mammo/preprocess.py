@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, cast
 
 import cv2
+import numpy as np
 
 from mammo.contract import ModalityPath, QuarantineReason, VoiPath
 from mammo.decoders import StoredPixels, decode_pixels, list_decoders
@@ -160,14 +161,18 @@ class ProcessedImage:
     pixel_std: float
 
 
-def normalize(stored: StoredPixels, header: DicomHeader, cfg: PreprocessConfig) -> NormalizedImage:
+def normalize(
+    stored: StoredPixels, header: DicomHeader, cfg: PreprocessConfig, reduction: int = 0
+) -> NormalizedImage:
     """(H, W) uint16 stored values -> (out_rows, out_cols) image of cfg.bit_depth bits.
 
     Order: VOI LUT -> crop -> flip -> resize/pad (see the module docstring). The crop
     box and the flip are decided on the windowed image. Two shortcuts give the same
     result for less work: the LUT is applied to a strided preview (to find the box) and
     then to the crop's rows only, as it acts pixel by pixel; the flip is applied to the small
-    resized image, as area resampling is mirror-symmetric. Raises MammoInputError
+    resized image, as area resampling is mirror-symmetric. ``stored`` may be the image at
+    1 / 2**reduction (:mod:`mammo.reduction`): the box is then found on the grid and with the
+    margins of the full image, and returned in ``stored``'s pixels. Raises MammoInputError
     (BLANK_IMAGE) when the stored values are constant after clamping to BitsStored.
     """
     top = (1 << header.bits_stored) - 1
@@ -183,12 +188,26 @@ def normalize(stored: StoredPixels, header: DicomHeader, cfg: PreprocessConfig) 
         value_range=(int(low), int(high)),
         min_spread=cfg.window_min_spread,
     )
-    step = preview_step(stored.shape)
-    preview = lut.table[stored[::step, ::step]]  # (H/step, W/step) windowed
-    box, crop_fallback = box_from_preview(
-        preview, step, stored.shape, cfg.crop_threshold, cfg.crop_min_fraction, cfg.crop_margin
+    # the breast box in source pixels, on the exact path's preview grid and margins
+    scale = 1 << reduction
+    source = (header.rows, header.cols) if reduction else stored.shape
+    step = preview_step(source)
+    if reduction:  # the exact path's samples, at their place in the reduced image
+        at = np.ix_(np.arange(0, source[0], step) // scale, np.arange(0, source[1], step) // scale)
+        preview = lut.table[stored[at]]
+    else:
+        preview = lut.table[stored[::step, ::step]]  # (H/step, W/step) windowed
+    found, crop_fallback = box_from_preview(
+        preview,
+        step,
+        source,
+        cfg.crop_threshold,
+        cfg.crop_min_fraction,
+        cfg.crop_margin,
     )
-    y0, x0, y1, x1 = box
+    # in ``stored``'s pixels, each edge to the nearest: the crop keeps the exact path's size
+    y0, x0, y1, x1 = ((edge + scale // 2) // scale for edge in found)
+    box = (y0, x0, min(y1, stored.shape[0]), min(x1, stored.shape[1]))
     # whole rows are contiguous: cv2.LUT is much faster on them than on a column range
     rows = cast(Image, cv2.LUT(stored[y0:y1], lut.table))  # uint16 -> uint8/uint16
     crop = rows[:, x0:x1]
@@ -228,12 +247,16 @@ def decode_and_preprocess(data: bytes, cfg: PreprocessConfig) -> ProcessedImage:
             reduced = decode_for_output(ds, header, cfg)
         except Exception:  # noqa: BLE001 - any failure here is retried by the full decode
             reduced = None
-    if reduced is None:
+    image = None
+    if reduced is not None:
+        stored, decoder, reduction = reduced.stored, FAST_DECODER, reduced.reduction
+        image = normalize(stored, header, cfg, reduction)
+        if not _fills_output(image.crop_box, cfg):  # the thumbnail misjudged the breast
+            image = None
+    if image is None:
         stored, decoder = decode_pixels(data, ds, header, cfg.decoders)
         reduction = 0
-    else:
-        stored, decoder, reduction = reduced.stored, FAST_DECODER, reduced.reduction
-    image = normalize(stored, header, cfg)
+        image = normalize(stored, header, cfg)
     return ProcessedImage(
         pixels=image.pixels,
         png=encode_png(image.pixels, cfg.png_compression),
@@ -251,6 +274,12 @@ def decode_and_preprocess(data: bytes, cfg: PreprocessConfig) -> ProcessedImage:
         pixel_mean=image.pixel_mean,
         pixel_std=image.pixel_std,
     )
+
+
+def _fills_output(box: Box, cfg: PreprocessConfig) -> bool:
+    """Whether a crop fills the output without upsampling (by its rows or its columns)."""
+    y0, x0, y1, x1 = box
+    return y1 - y0 >= cfg.out_rows or x1 - x0 >= cfg.out_cols
 
 
 def _source_box(box: Box, reduction: int, header: DicomHeader) -> Box:

@@ -17,6 +17,7 @@ import pytest
 
 from benchmarks import (
     decode_ceiling,
+    fast_decode,
     incremental,
     ingest_vs_ceiling,
     peer_baseline,
@@ -141,6 +142,30 @@ def test_decode_ceiling_smoke_times_every_decoder_on_every_case(
         assert _positive(ceiling["images_per_s"])
         cores = result.summary["cores"]
         assert math.isclose(ceiling["images_per_s"], cores / (ceiling["ms_per_image"] / 1e3))
+
+
+def test_fast_decode_smoke_compares_both_modes_on_every_case(cache: Path, tmp_path: Path) -> None:
+    result = fast_decode.main(_cli(cache, tmp_path))
+    _check_written(result, tmp_path)
+    assert len(result.table) == len(fast_decode.SMOKE_SIZES) * len(fast_decode.SMOKE_OUTPUTS)
+    for row in result.table:
+        assert row["reduction"] >= 1  # 1024 x 832 for 256 x 128: the fast path was taken
+        assert _positive(row["exact_ms"]) and _positive(row["fast_ms"])
+        assert math.isclose(row["speedup"], row["exact_ms"] / row["fast_ms"])
+        assert row["psnr_db"] > 0 and 0 <= row["within_3"] <= 1
+    (case,) = result.summary.values()
+    assert isinstance(case["meets_bound"], bool)
+
+
+def test_fast_decode_fidelity_against_brute_force() -> None:
+    exact = np.array([[0, 10, 20], [30, 0, 250]], dtype=np.uint8)
+    fast = np.array([[5, 13, 20], [20, 0, 255]], dtype=np.uint8)
+    measured = fast_decode.fidelity(fast, exact)
+    squares = [25, 9, 0, 100, 0, 25]
+    assert math.isclose(measured["psnr_db"], 10 * math.log10(255**2 / (sum(squares) / 6)))
+    assert measured["within_3"] == 2 / 4  # in-breast: 10, 20, 30, 250; within 3: 10, 20
+    assert measured["max_diff"] == 10
+    assert fast_decode.fidelity(exact, exact)["psnr_db"] == math.inf
 
 
 def test_peer_baseline_writes_one_8_bit_1024x512_png_per_file(cache: Path, tmp_path: Path) -> None:

@@ -92,6 +92,8 @@ COMMANDS: Final[dict[str, str]] = {
     + "test_decode_ceiling_smoke_times_every_decoder_on_every_case",
     "python -m benchmarks.decode_ceiling --repeats 9 --cores 16": SMOKE
     + "test_decode_ceiling_smoke_times_every_decoder_on_every_case",
+    "python -m benchmarks.fast_decode": SMOKE
+    + "test_fast_decode_smoke_compares_both_modes_on_every_case",
     "python -m benchmarks.peer_baseline --patients 20": SMOKE
     + "test_peer_baseline_writes_one_8_bit_1024x512_png_per_file",
     "python -m benchmarks.ingest_vs_ceiling --patients 20": SMOKE + "test_ingest_vs_ceiling_smoke",
@@ -103,6 +105,8 @@ COMMANDS: Final[dict[str, str]] = {
     "python -m benchmarks.fanout --images 2000 --repeats 3": FANOUT,
     "python -m benchmarks.fanout --images 200 --image-size full": FANOUT,
     "python -m benchmarks.fanout --images 2000 --shard-size 32": FANOUT,
+    # docs/decoding.md
+    "mammo ingest --raw data/raw --out data/out-fast --decode fast": "tests/flows/test_ingest.py::test_mammo_ingest_decode_fast_reads_jpeg2000_at_the_resolution_the_output_needs",  # noqa: E501
     # docs/security.md
     ".venv/bin/pip-audit -r constraints.txt --no-deps --disable-pip": EXAMPLE
     + "needs PyPI's advisory database (make audit)",
