@@ -1,0 +1,316 @@
+"""Drift: how the images that arrived since a model was trained differ from its training data.
+
+The reference is a profile of the rows a model was trained on (REFERENCE_COLUMNS of the
+manifest, with the model's own scores on its validation and holdout images), recorded with
+the model; the current set is every manifest row not in it. Nothing here needs labels.
+
+Findings, each against the thresholds of :class:`DriftSettings`:
+
+- ``new-value``: a value of a categorical column never seen in the reference (a new
+  machine_id, site, view, transfer syntax, photometric interpretation, bit depth); a warning.
+- ``mix-shift``: the mix of the known values moved: population stability index (PSI) at or
+  above ``psi_warning`` and a chi-square test of the 2 x K table below ``p_value``.
+- ``numeric-shift``: age overall, and each image's pixel mean and standard deviation per
+  machine: PSI over the reference's deciles and a two-sample Kolmogorov-Smirnov test.
+- ``score-shift``: per site and per machine, the model's score distribution (PSI and KS),
+  or its predicted recall rate at the locked threshold (a two-proportion z-test).
+
+A finding is ``critical`` when its PSI reaches ``psi_critical``, else a ``warning``. Both
+conditions (effect size and significance) must hold, so that a large night does not alarm on
+a trivial shift and a small one does not alarm on noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from scipy import stats
+
+from mammo import contract as c
+from mammo.metrics import Aggregation, aggregate_breasts
+
+CATEGORICAL: Final = (
+    c.SITE_ID,
+    c.MACHINE_ID,
+    c.VIEW,
+    "transfer_syntax",
+    "photometric",
+    "bits_stored",
+)
+NUMERIC: Final = (c.AGE,)
+PER_MACHINE: Final = (c.PIXEL_MEAN, c.PIXEL_STD)
+SCORE_GROUPS: Final = (c.SITE_ID, c.MACHINE_ID)
+REFERENCE_COLUMNS: Final = (c.IMAGE_ID, *CATEGORICAL, *NUMERIC, *PER_MACHINE)
+SMOOTHING: Final = 0.5  # added to every bin's count before PSI, so an empty bin is finite
+
+
+class Severity(StrEnum):
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class FindingKind(StrEnum):
+    NEW_VALUE = "new-value"
+    MIX_SHIFT = "mix-shift"
+    NUMERIC_SHIFT = "numeric-shift"
+    SCORE_SHIFT = "score-shift"
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    """The thresholds ([monitor] in nightly.toml)."""
+
+    psi_warning: float = 0.1
+    psi_critical: float = 0.25
+    p_value: float = 0.001
+    min_images: int = 30  # per side, for a shift test of one column (or one group)
+    bins: int = 10
+    recall_rate_change: float = 0.05  # absolute change of the predicted recall rate
+
+    def __post_init__(self) -> None:
+        if not 0 < self.psi_warning <= self.psi_critical:
+            raise ValueError(
+                f"need 0 < psi_warning <= psi_critical, got {self.psi_warning}, {self.psi_critical}"
+            )
+        if not 0 < self.p_value < 1:
+            raise ValueError(f"p_value must be in (0, 1), got {self.p_value}")
+        if self.min_images < 2 or self.bins < 2:
+            raise ValueError(
+                f"min_images and bins must be >= 2, got {self.min_images}, {self.bins}"
+            )
+        if not 0 < self.recall_rate_change < 1:
+            raise ValueError(f"recall_rate_change must be in (0, 1), got {self.recall_rate_change}")
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: FindingKind
+    column: str
+    group: str  # "" for the whole set, else "machine_id=49" and the like
+    statistic: str  # "images", "psi", "recall_rate"
+    value: float
+    p_value: float | None
+    images: int  # current images the finding is about
+    severity: Severity
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "kind": self.kind.value, "severity": self.severity.value}
+
+    @property
+    def key(self) -> str:
+        """What the finding is about, stable from night to night: ``kind:column[:group]``."""
+        return ":".join(p for p in (self.kind.value, self.column, self.group) if p)
+
+
+def psi(reference_counts: npt.ArrayLike, current_counts: npt.ArrayLike) -> float:
+    """Population stability index sum((q - p) * ln(q / p)) of two count vectors over the same
+    bins, each count smoothed by SMOOTHING."""
+    ref = np.asarray(reference_counts, dtype=float) + SMOOTHING
+    cur = np.asarray(current_counts, dtype=float) + SMOOTHING
+    p, q = ref / ref.sum(), cur / cur.sum()
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+def quantile_edges(reference: npt.ArrayLike, bins: int) -> npt.NDArray[np.float64]:
+    """The inner edges of ``bins`` equal-count bins of ``reference`` (ties merged)."""
+    values = np.asarray(reference, dtype=float)
+    return np.unique(np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1]))
+
+
+def binned(values: npt.ArrayLike, edges: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+    """Counts of ``values`` in the len(edges) + 1 bins that ``edges`` cut (right-closed)."""
+    index = np.searchsorted(edges, np.asarray(values, dtype=float), side="left")
+    return np.bincount(index, minlength=len(edges) + 1)
+
+
+def numeric_psi(reference: npt.ArrayLike, current: npt.ArrayLike, bins: int = 10) -> float:
+    edges = quantile_edges(reference, bins)
+    return psi(binned(reference, edges), binned(current, edges))
+
+
+def compare(
+    reference: pd.DataFrame, current: pd.DataFrame, settings: DriftSettings
+) -> list[Finding]:
+    """The data findings of ``current`` against ``reference`` (frames with REFERENCE_COLUMNS;
+    a column missing from either is skipped)."""
+    findings: list[Finding] = []
+    for column in CATEGORICAL:
+        if column in reference and column in current:
+            findings += _categorical(column, reference[column], current[column], settings)
+    for column in NUMERIC:
+        if column in reference and column in current:
+            findings += _numeric(column, "", reference[column], current[column], settings)
+    if c.MACHINE_ID in reference and c.MACHINE_ID in current:
+        ref_groups = dict(tuple(reference.groupby(c.MACHINE_ID)))
+        for machine, part in current.groupby(c.MACHINE_ID):
+            if machine not in ref_groups:
+                continue
+            for column in PER_MACHINE:
+                if column in reference and column in current:
+                    group = f"{c.MACHINE_ID}={_label(machine)}"
+                    ref_values = ref_groups[machine][column]
+                    findings += _numeric(column, group, ref_values, part[column], settings)
+    return findings
+
+
+def compare_scores(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    threshold: float | None,
+    settings: DriftSettings,
+    aggregation: Aggregation | None = None,
+) -> list[Finding]:
+    """Score findings per site and per machine: frames with PROBABILITY and SCORE_GROUPS (the
+    reference's scores are the model's on its own validation and holdout images). The
+    predicted recall rate is over breasts (``aggregation`` of their images' scores, as the
+    threshold was locked) when the frames carry patient_id and laterality, else images."""
+    findings: list[Finding] = []
+    reference = reference.dropna(subset=[c.PROBABILITY])
+    for column in SCORE_GROUPS:
+        ref_groups = dict(tuple(reference.groupby(column)))
+        for value, part in current.groupby(column):
+            if value not in ref_groups:
+                continue
+            group = f"{column}={_label(value)}"
+            ref_scores = ref_groups[value][c.PROBABILITY].to_numpy(float)
+            cur_scores = part[c.PROBABILITY].to_numpy(float)
+            if min(len(ref_scores), len(cur_scores)) < settings.min_images:
+                continue
+            found = _shift(c.PROBABILITY, group, ref_scores, cur_scores, settings)
+            if found is not None:
+                findings.append(_as_score(found))
+            if threshold is not None:
+                ref_recalls = _recall_scores(ref_groups[value], aggregation)
+                cur_recalls = _recall_scores(part, aggregation)
+                recall = _recall_shift(group, ref_recalls, cur_recalls, threshold, settings)
+                findings += [recall] if recall is not None else []
+    return findings
+
+
+def _label(value: object) -> str:
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _categorical(
+    column: str, reference: pd.Series, current: pd.Series, settings: DriftSettings
+) -> list[Finding]:
+    ref, cur = reference.dropna(), current.dropna()
+    known = set(ref.unique())
+    findings = [
+        Finding(
+            FindingKind.NEW_VALUE,
+            column,
+            f"{column}={_label(value)}",
+            "images",
+            float(count),
+            None,
+            int(count),
+            Severity.WARNING,
+            f"{count} image(s) with {column} {_label(value)}, never seen in the reference",
+        )
+        for value, count in cur[~cur.isin(known)].value_counts().sort_index().items()
+    ]
+    seen = cur[cur.isin(known)]
+    if len(known) < 2 or min(len(ref), len(seen)) < settings.min_images:
+        return findings
+    categories = sorted(known)
+    ref_counts = ref.value_counts().reindex(categories, fill_value=0).to_numpy()
+    cur_counts = seen.value_counts().reindex(categories, fill_value=0).to_numpy()
+    value = psi(ref_counts, cur_counts)
+    p = float(stats.chi2_contingency(np.vstack([ref_counts, cur_counts])).pvalue)
+    if value >= settings.psi_warning and p < settings.p_value:
+        shares = ", ".join(
+            f"{_label(k)}: {r / ref_counts.sum():.0%} -> {q / cur_counts.sum():.0%}"
+            for k, r, q in zip(categories, ref_counts, cur_counts, strict=True)
+        )
+        findings.append(
+            Finding(
+                FindingKind.MIX_SHIFT, column, "", "psi", value, p, len(seen),
+                _severity(value, settings), f"mix of {column} moved (PSI {value:.3f}): {shares}",
+            )
+        )  # fmt: skip
+    return findings
+
+
+def _numeric(
+    column: str, group: str, reference: pd.Series, current: pd.Series, settings: DriftSettings
+) -> list[Finding]:
+    ref, cur = reference.dropna().to_numpy(float), current.dropna().to_numpy(float)
+    if min(len(ref), len(cur)) < settings.min_images:
+        return []
+    found = _shift(column, group, ref, cur, settings)
+    return [found] if found is not None else []
+
+
+def _shift(
+    column: str,
+    group: str,
+    ref: npt.NDArray[np.float64],
+    cur: npt.NDArray[np.float64],
+    settings: DriftSettings,
+) -> Finding | None:
+    value = numeric_psi(ref, cur, settings.bins)
+    test = stats.ks_2samp(ref, cur)
+    p = float(test.pvalue)
+    if value < settings.psi_warning or p >= settings.p_value:
+        return None
+    where = f" on {group}" if group else ""
+    detail = (
+        f"{column}{where} moved (PSI {value:.3f}, KS {float(test.statistic):.3f}, p {p:.1e}): "
+        f"median {np.median(ref):.4g} -> {np.median(cur):.4g}"
+    )
+    severity = _severity(value, settings)
+    return Finding(
+        FindingKind.NUMERIC_SHIFT, column, group, "psi", value, p, len(cur), severity, detail
+    )
+
+
+def _recall_scores(part: pd.DataFrame, aggregation: Aggregation | None) -> npt.NDArray[np.float64]:
+    if aggregation is None or not {c.PATIENT_ID, c.LATERALITY} <= set(part.columns):
+        return np.asarray(part[c.PROBABILITY], dtype=np.float64)
+    breasts = aggregate_breasts(part, c.PROBABILITY, aggregation)
+    return np.asarray(breasts[c.PROBABILITY], dtype=np.float64)
+
+
+def _as_score(found: Finding) -> Finding:
+    return Finding(**{**found.__dict__, "kind": FindingKind.SCORE_SHIFT})
+
+
+def _recall_shift(
+    group: str,
+    ref: npt.NDArray[np.float64],
+    cur: npt.NDArray[np.float64],
+    threshold: float,
+    settings: DriftSettings,
+) -> Finding | None:
+    """The predicted recall rate (share of images at or above ``threshold``) on each side."""
+    r, q = float(np.mean(ref >= threshold)), float(np.mean(cur >= threshold))
+    p = two_proportion_p(r, len(ref), q, len(cur))
+    if abs(q - r) < settings.recall_rate_change or p >= settings.p_value:
+        return None
+    detail = f"predicted recall rate on {group} moved {r:.1%} -> {q:.1%} (p {p:.1e})"
+    return Finding(
+        FindingKind.SCORE_SHIFT, "recall_rate", group, "recall_rate", q - r, p, len(cur),
+        Severity.WARNING, detail,
+    )  # fmt: skip
+
+
+def two_proportion_p(p1: float, n1: int, p2: float, n2: int) -> float:
+    """Two-sided p-value of the pooled two-proportion z-test; 1 when both are 0 or 1."""
+    pooled = (p1 * n1 + p2 * n2) / (n1 + n2)
+    se = np.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    if se == 0:
+        return 1.0
+    return float(2 * stats.norm.sf(abs(p1 - p2) / se))
+
+
+def _severity(value: float, settings: DriftSettings) -> Severity:
+    return Severity.CRITICAL if value >= settings.psi_critical else Severity.WARNING
