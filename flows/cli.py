@@ -151,6 +151,24 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_drift(args: argparse.Namespace) -> int:
+    from flows.drift import drift
+
+    report = drift(data=args.data, config=args.config)
+    print(
+        f"{report['current_images']} new image(s) against "
+        + (f"{report['model']} v{report['version']}" if report["version"] else "no reference")
+    )
+    for note in report["notes"]:
+        print(f"  note: {note}")
+    for finding in report["findings"]:
+        print(f"  {finding['severity']:8} {finding['detail']}")
+    if not report["findings"]:
+        print("  no drift found")
+    print(f"Report: {report['report']}")
+    return 0
+
+
 def cmd_eda(args: argparse.Namespace) -> int:
     from mammo import contract as c
     from mammo.eda import metadata_report
@@ -400,6 +418,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_validation_args(p)
     _add_config_arg(p)
     p.set_defaults(handler=cmd_validate)
+
+    p = sub.add_parser("drift", help="the images since the champion's training, against its data")
+    p.add_argument("--data", default="", help="the ingest output (default: $MAMMO_HOME/data)")
+    _add_config_arg(p)
+    p.set_defaults(handler=cmd_drift)
 
     p = sub.add_parser("eda", help="exploratory report of train.csv (plots + eda.md)")
     p.add_argument("--raw", required=True, help="local path or s3://bucket/prefix (RSNA layout)")

@@ -1,11 +1,11 @@
-"""The nightly pipeline: metadata gate -> ingest -> decoded-set gate -> EDA -> train ->
-register -> promote.
+"""The nightly pipeline: metadata gate -> ingest -> decoded-set gate -> drift -> EDA ->
+train -> register -> promote.
 
     mammo run --raw RAW [--out OUT]      (or: python flows/nightly.py --raw RAW)
 
 A broken train.csv stops the run before anything is decoded; a failed decoded-set validation
-stops it before training: nothing is trained or registered. The EDA report is informative:
-its failure is logged and the night goes on.
+stops it before training: nothing is trained or registered. The drift and EDA reports are
+informative: their findings warn, their failure is logged, and the night goes on.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from mammo.config import IngestSettings, PromotionSettings
 from tasks.compact import superseded_fraction
 from tasks.config import load_config
 from tasks.eda import eda_report
+from tasks.monitor import drift_report
 from tasks.settings import default_out
 from tasks.storage import open_store
 from tasks.validate import validate_data, validate_metadata
@@ -64,6 +65,12 @@ def nightly(
     if superseded_fraction(open_store(out)) > sizes.compact_above:
         compact(out)
     validated = validate_data(raw, out, validation)
+    drift_state = drift_report(out, night.merged("monitor", None), return_state=True)
+    drift: dict[str, Any] = {}
+    if drift_state.is_completed():
+        drift = drift_state.result()
+    else:
+        get_run_logger().warning("Drift report failed; the night goes on: %s", drift_state.message)
     eda_state = eda_report(raw, out, return_state=True)
     eda: dict[str, Any] = {}
     if eda_state.is_completed():
@@ -77,6 +84,7 @@ def nightly(
         "ingest": {k: v for k, v in ingested.items() if k != "decode"},
         "validation": validated,
         "eda": {k: eda[k] for k in ("images", "patients", "positive_breasts") if k in eda},
+        "drift": {k: drift[k] for k in ("counts", "report") if k in drift},
         **trained,
         "promotion": promoted,
     }

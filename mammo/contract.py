@@ -7,7 +7,8 @@ RAW layout (RSNA):   {subset}.csv, {subset}_images/{patient_id}/{image_id}.dcm
 OUT layout:          preprocess.json, shards/part-*.parquet, quarantine/part-*.parquet,
                      png/{patient_id}/{image_id}.png, manifest.parquet, quarantine.parquet,
                      ingest.json, _work/{plan}/, _lock/ingest.json (only while an ingest
-                     runs), validation/, eda/, registry/{model}/v{version}/
+                     runs), validation/, eda/, monitor/drift/, monitor/nights/,
+                     registry/{model}/v{version}/
 MLflow tag keys and artifact names: mammo.tags.
 """
 
@@ -290,6 +291,9 @@ INGEST_WORK_DIR: Final = "_work"  # {plan}/: the plan of an ingest (pending item
 EDA_DIR: Final = "eda"  # the metadata report (mammo.eda)
 VALIDATION_OUTCOMES_DIR: Final = f"{VALIDATION_DIR}/manifests"  # {manifest hash}/outcome.json
 VALIDATION_OUTCOME_FILE: Final = "outcome.json"
+MONITOR_DIR: Final = "monitor"
+DRIFT_REPORTS_DIR: Final = f"{MONITOR_DIR}/drift"  # {stamp}.json and {stamp}.md, one per report
+NIGHTS_DIR: Final = f"{MONITOR_DIR}/nights"  # {stamp}.json: one record per nightly run
 # In registry/{model}/v{version}/; the card's files also in the run's model_card/ artifacts:
 MODEL_CARD_FILE: Final = "model_card.md"
 MODEL_CARD_HTML_FILE: Final = "model_card.html"

@@ -64,6 +64,8 @@ SAMPLES_PNG: Final = "samples.png"
 EVALUATION_DIR: Final = "evaluation"  # {split}.json (clinical evaluation) and data.json
 EVALUATION_DATA_FILE: Final = f"{EVALUATION_DIR}/data.json"  # mammo.model_card.data_summary
 CARD_DIR: Final = "model_card"  # the card's files, as under OUT/registry/<model>/v<N>/
+DRIFT_DIR: Final = "drift"
+DRIFT_REFERENCE: Final = f"{DRIFT_DIR}/reference.parquet"  # mammo.drift_report.reference_profile
 PROMOTION_DIR: Final = "promotion"
 DECISION_ARTIFACT: Final = f"{PROMOTION_DIR}/{c.DECISION_FILE}"  # the latest decision
 

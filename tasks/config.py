@@ -15,6 +15,7 @@ from mammo.config import (
     check_section,
     parse_config,
 )
+from mammo.drift import DriftSettings
 from mammo.preprocess import PreprocessConfig
 from mammo.protocol import PromotionProtocol
 from mammo.splits import SplitConfig
@@ -48,6 +49,7 @@ SECTIONS = {
     "train": (TrainConfig, TrainConfig.from_dict),
     "validation": (ValidationBands, lambda v: ValidationConfig(**v)),
     "promotion": (PromotionSettings, _promotion),
+    "monitor": (DriftSettings, lambda v: DriftSettings(**v)),
 }
 
 

@@ -17,7 +17,7 @@ import hashlib
 import json
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, cast
 
 import mlflow
@@ -29,6 +29,7 @@ from ray.train.torch import TorchTrainer
 
 from mammo import contract as c
 from mammo import tags as t
+from mammo.drift_report import reference_profile
 from mammo.features import MetadataEncoder
 from mammo.models import Classifier
 from mammo.splits import Split, SplitConfig, assign_splits
@@ -258,6 +259,10 @@ def _fit_and_log(
         for split, frame_p in predictions.items():
             frame_p.to_parquet(work / t.predictions_file(split))
             mlflow.log_artifact(str(work / t.predictions_file(split)), t.PREDICTIONS_DIR)
+        scores = pd.concat(predictions.values()) if target.is_binary else None
+        profile = work / PurePosixPath(t.DRIFT_REFERENCE).name
+        reference_profile(frame, scores).to_parquet(profile)
+        mlflow.log_artifact(str(profile), t.DRIFT_DIR)
         info = log_models(bundle, model, work)
     return TrainOutcome(
         run_id=run.run_id,

@@ -30,20 +30,28 @@ SETTINGS = DriftSettings()
 def night(
     rng: np.random.Generator, n: int = 600, machines: tuple[int, ...] = (21, 49)
 ) -> pd.DataFrame:
-    """A night's manifest rows: two sites, a few machines, ages and pixel statistics that
-    depend on the machine, as in the synthetic RSNA set."""
-    machine = rng.choice(machines, n)
+    """A night's manifest rows, four images per patient as in the RSNA set: the site, the
+    machine and the age are the patient's, the pixel statistics depend on the machine and
+    partly on the patient (correlated within a patient, as real images are)."""
+    patients = -(-n // 4)
+    site = rng.choice([1, 2], patients, p=[0.6, 0.4])
+    machine = rng.choice(machines, patients)
+    age = rng.normal(58, 9, patients).round()
+    own = rng.normal(0, 0.02, patients)  # the patient's own brightness
+    who = np.arange(n) // 4
     return pd.DataFrame(
         {
-            c.IMAGE_ID: np.arange(n),
-            c.SITE_ID: rng.choice([1, 2], n, p=[0.6, 0.4]),
-            c.MACHINE_ID: machine,
+            c.IMAGE_ID: rng.integers(0, 2**62, n),
+            c.PATIENT_ID: rng.integers(0, 2**62) + who,
+            c.LATERALITY: np.where(np.arange(n) % 4 < 2, "L", "R"),
+            c.SITE_ID: site[who],
+            c.MACHINE_ID: machine[who],
             c.VIEW: rng.choice(["CC", "MLO"], n),
             "transfer_syntax": "1.2.840.10008.1.2.4.90",
             "photometric": "MONOCHROME2",
             "bits_stored": 12,
-            c.AGE: rng.normal(58, 9, n).round(),
-            c.PIXEL_MEAN: rng.normal(0.30, 0.03, n) + 0.02 * (machine == 49),
+            c.AGE: age[who],
+            c.PIXEL_MEAN: 0.30 + own[who] + rng.normal(0, 0.01, n) + 0.02 * (machine[who] == 49),
             c.PIXEL_STD: rng.normal(0.20, 0.02, n),
         }
     )
@@ -124,7 +132,7 @@ def test_a_moved_mix_is_a_mix_shift_with_the_chi_square_p_value() -> None:
 
 def test_a_small_night_is_not_tested_for_shifts_but_new_values_still_show() -> None:
     rng = np.random.default_rng(4)
-    reference, current = night(rng), night(rng, n=SETTINGS.min_images - 1, machines=(77,))
+    reference, current = night(rng), night(rng, n=SETTINGS.min_samples - 1, machines=(77,))
     current[c.PIXEL_MEAN] += 0.3
     kinds = {(f.kind, f.column) for f in compare(reference, current, SETTINGS)}
     assert kinds == {(FindingKind.NEW_VALUE, c.MACHINE_ID)}

@@ -1,0 +1,161 @@
+"""Drift as a pipeline step: the images that arrived since the champion was trained, against
+the profile of its training data recorded with it (mammo.drift, mammo.drift_report).
+
+Each finding is a Prefect event ``mammo.drift.<kind>`` (resource: the dataset, or the model
+version for a score finding), the report a markdown artifact and two files under
+OUT/monitor/drift/. A report warns; it never stops the night.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.context import TaskRunContext
+from prefect.events import emit_event
+
+from mammo import contract as c
+from mammo import tags as t
+from mammo.drift import DriftSettings, Finding, FindingKind, compare, compare_scores
+from mammo.drift_report import DriftReport
+from mammo.metrics import AGGREGATIONS, Aggregation
+from tasks import tracking
+from tasks.logs import run_logger
+from tasks.scoring import load_bundle, read_manifest, score_rows
+from tasks.settings import Settings
+from tasks.storage import join_uri, open_store
+
+EVENT_PREFIX = "mammo.drift."
+
+
+@task(name="drift-report")
+def drift_report(data: str, monitor: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Compare ``data``'s new images with the champion's reference; write and publish the
+    report; return it (as JSON) with where it was written."""
+    logger = run_logger()
+    settings = Settings.from_env()
+    report = build_report(data, DriftSettings(**(monitor or {})), settings)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    out = open_store(data)
+    document = report.to_dict()
+    out.write_bytes(f"{c.DRIFT_REPORTS_DIR}/{stamp}.json", json.dumps(document, indent=2).encode())
+    out.write_bytes(f"{c.DRIFT_REPORTS_DIR}/{stamp}.md", report.markdown().encode())
+    where = join_uri(out.uri, f"{c.DRIFT_REPORTS_DIR}/{stamp}.md")
+    for note in report.notes:
+        logger.info("Drift: %s", note)
+    for finding in report.findings:
+        logger.warning("Drift %s: %s", finding.severity.value, finding.detail)
+    logger.info("Drift report %s: %s", where, report.summary())
+    _publish(report)
+    return {**document, "report": where}
+
+
+def build_report(data: str, drift: DriftSettings, settings: Settings) -> DriftReport:
+    client, name = tracking.client(settings), settings.model_name
+    manifest = read_manifest(data)
+    version, notes = _reference_version(client, name)
+    if version is None:
+        notes.append("no registered model yet: nothing to compare with")
+        return DriftReport(data, "", "", 0, len(manifest), notes=tuple(notes))
+    reference = _reference(client, version.run_id or "")
+    if reference is None:
+        notes.append(
+            f"version {version.version} was trained without a drift reference "
+            f"({t.DRIFT_REFERENCE}); the next one trained records it"
+        )
+        return DriftReport(data, name, str(version.version), 0, len(manifest), notes=tuple(notes))
+    current = manifest[~manifest[c.IMAGE_ID].isin(reference[c.IMAGE_ID])].reset_index(drop=True)
+    findings = compare(reference, current, drift)
+    if current.empty:
+        notes.append(f"no image arrived since version {version.version} was trained")
+    elif reference[c.PROBABILITY].notna().any():
+        findings += _score_findings(data, reference, current, name, version, drift, settings)
+    return DriftReport(
+        data, name, str(version.version), len(reference), len(current), tuple(findings),
+        tuple(notes),
+    )  # fmt: skip
+
+
+def _reference_version(client: MlflowClient, name: str) -> tuple[ModelVersion | None, list[str]]:
+    """The champion; before the first promotion, the latest version (said so in the notes)."""
+    champion = tracking.alias_version(client, name, tracking.CHAMPION)
+    if champion is not None:
+        return champion, []
+    versions = client.search_model_versions(f"name = '{name}'")
+    if not versions:
+        return None, []
+    latest = max(versions, key=lambda v: int(v.version))
+    return latest, [f"{name} has no @{tracking.CHAMPION} yet: compared with its latest version"]
+
+
+def _reference(client: MlflowClient, run_id: str) -> pd.DataFrame | None:
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = client.download_artifacts(run_id, t.DRIFT_REFERENCE, tmp)
+        except Exception:  # noqa: BLE001 - MLflow raises several kinds for a missing artifact
+            return None
+        return pd.read_parquet(io.BytesIO(Path(local).read_bytes()))
+
+
+def _score_findings(
+    data: str,
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    name: str,
+    version: ModelVersion,
+    drift: DriftSettings,
+    settings: Settings,
+) -> list[Finding]:
+    """The model's scores on the new images against its own on its validation and holdout."""
+    uri = f"models:/{name}/{version.version}"
+    bundle = load_bundle(uri, settings.mlflow_tracking_uri)
+    if bundle.config.target != c.CANCER:
+        return []
+    scored = score_rows(data, current, [uri], settings).rename(columns={"model_0": c.PROBABILITY})
+    how = bundle.config.aggregation
+    aggregation: Aggregation | None = how if how in AGGREGATIONS else None
+    return compare_scores(reference, scored, bundle.config.threshold, drift, aggregation)
+
+
+def dataset_resource(data: str) -> dict[str, str]:
+    digest = hashlib.sha256(data.encode()).hexdigest()[:16]
+    return {"prefect.resource.id": f"mammo.dataset.{digest}", "prefect.resource.name": data}
+
+
+def model_resource(name: str, version: str) -> dict[str, str]:
+    return {
+        "prefect.resource.id": f"mammo.model.{name}.v{version}",
+        "prefect.resource.name": f"{name} v{version}",
+    }
+
+
+def _publish(report: DriftReport) -> None:
+    """One event per finding, and the report as a markdown artifact (inside a Prefect run)."""
+    dataset = dataset_resource(report.data)
+    model = model_resource(report.model, report.version) if report.version else None
+    for finding in report.findings:
+        if finding.kind is FindingKind.SCORE_SHIFT and model is not None:
+            resource, related = model, [{**dataset, "prefect.resource.role": "dataset"}]
+        else:
+            resource = dataset
+            related = [{**model, "prefect.resource.role": "reference-model"}] if model else []
+        emit_event(
+            event=f"{EVENT_PREFIX}{finding.kind.value}",
+            resource=resource,
+            related=related,
+            payload={**finding.to_dict(), "key": finding.key},
+        )
+    if TaskRunContext.get() is not None:
+        create_markdown_artifact(
+            key="drift-report", markdown=report.markdown(), description=report.summary()
+        )
