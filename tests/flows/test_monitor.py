@@ -1,0 +1,179 @@
+"""Drift as a user meets it: tonight's new patients ingested into the pipeline's OUT, then
+`mammo drift` as a subprocess against the pipeline's champion; the findings read back as
+events from the session's real Prefect server.
+
+- a night with a new machine id and a window change on machine 49's new images raises
+  those data findings and nothing else (the champion's scores may move on machine 49, and
+  only there), and the command still succeeds (drift warns);
+- a night drawn from the reference's own distribution raises nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pydicom
+import pytest
+from pydicom.multival import MultiValue
+
+from flows.demo import PREPROCESS
+from mammo import contract as c
+from tasks.monitor import EVENT_PREFIX, dataset_resource
+from tests.flows.conftest import Pipeline
+from tests.support.data import make_raw
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+BIN = Path(sys.executable).parent
+NEW_MACHINE = 251  # a machine of the synthetic table never used for train images
+# The reference has about 17 patients on machine 49: the shift tests need fewer than the
+# default 30 per side on this small set (the [monitor] section of a configuration file).
+CONFIG = "[monitor]\nmin_samples = 8\n"
+
+
+def tonight(pipeline: Pipeline, root: Path, seed: int, patients: int = 30) -> Path:
+    """RAW as it stands tonight: the pipeline's patients and ``patients`` new ones, kept to
+    the machines and views the reference knows (a draw from its distribution)."""
+    raw = root / "raw"
+    shutil.copytree(pipeline.raw, raw)
+    new = make_raw(root / "new", patients=patients, seed=seed)
+    known = pd.read_csv(pipeline.raw / "train.csv")
+    rows = pd.read_csv(new / "train.csv")
+    rows = rows[rows[c.MACHINE_ID].isin(known[c.MACHINE_ID]) & rows[c.VIEW].isin(known[c.VIEW])]
+    for patient in rows[c.PATIENT_ID].unique():
+        shutil.copytree(new / "train_images" / str(patient), raw / "train_images" / str(patient))
+    pd.concat([known, rows]).to_csv(raw / "train.csv", index=False)
+    return raw
+
+
+def ingest(raw: Path, out: Path) -> None:
+    from flows.ingest import ingest as ingest_flow
+
+    ingest_flow(raw=str(raw), out=str(out), shard_size=64, preprocess=PREPROCESS)
+
+
+def drift(
+    pipeline: Pipeline, prefect_server: str, out: Path, config: Path
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MAMMO_HOME": str(pipeline.home), "PREFECT_API_URL": prefect_server}
+    return subprocess.run(
+        [str(BIN / "mammo"), "drift", "--data", str(out), "--config", str(config)],
+        env={**env, "MLFLOW_TRACKING_URI": pipeline.tracking_uri},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def drift_events(out: Path, expected: int, wait_s: float = 30.0) -> list[Any]:
+    """The drift events about ``out`` (or its model) on the Prefect server, once ``expected``
+    have arrived (the server stores events a moment after they are sent)."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import (
+        EventFilter,
+        EventNameFilter,
+        EventRelatedFilter,
+        EventResourceFilter,
+    )
+
+    dataset = dataset_resource(str(out))["prefect.resource.id"]
+    name = EventNameFilter(prefix=[EVENT_PREFIX])
+    filters = [
+        EventFilter(event=name, resource=EventResourceFilter(id=[dataset])),
+        EventFilter(event=name, related=EventRelatedFilter(id=[dataset])),
+    ]
+    deadline = time.monotonic() + wait_s
+    while True:
+        with get_client(sync_client=True) as client:
+            events = [e for f in filters for e in client.read_events(f, limit=50).events]
+        if len(events) >= expected or time.monotonic() > deadline:
+            return events
+        time.sleep(1)
+
+
+def shift_window(raw: Path, patients: list[int], fraction: float) -> int:
+    """Move the window centres of these patients' DICOMs by ``fraction`` of the first width,
+    as a changed acquisition software would; returns the images changed."""
+    changed = 0
+    for patient in patients:
+        for path in (raw / "train_images" / str(patient)).glob("*.dcm"):
+            ds = pydicom.dcmread(path)
+            centers, widths = (
+                [float(v) for v in (value if isinstance(value, MultiValue) else [value])]
+                for value in (ds.WindowCenter, ds.WindowWidth)
+            )
+            moved = [center + fraction * widths[0] for center in centers]
+            ds.WindowCenter = moved if len(moved) > 1 else moved[0]
+            ds.save_as(path)
+            changed += 1
+    return changed
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("monitor") / "nightly.toml"
+    path.write_text(CONFIG)
+    return path
+
+
+def test_a_new_machine_and_a_pixel_shift_raise_exactly_those_findings_as_events(
+    pipeline: Pipeline, prefect_server: str, config: Path, tmp_path: Path
+) -> None:
+    raw = tonight(pipeline, tmp_path, seed=8)
+    new = pd.read_csv(raw / "train.csv").iloc[len(pd.read_csv(pipeline.raw / "train.csv")) :]
+    on_49 = sorted(new.loc[new[c.MACHINE_ID] == 49, c.PATIENT_ID].unique())
+    others = sorted(set(new[c.PATIENT_ID]) - set(on_49))
+    assert len(on_49) >= 8 and len(others) >= 2, "seed 8 no longer draws enough patients"
+    assert shift_window(raw, on_49, fraction=0.35) > 0
+    csv = pd.read_csv(raw / "train.csv")
+    moved = csv[c.PATIENT_ID].isin(others[:2])
+    csv.loc[moved, c.MACHINE_ID] = NEW_MACHINE
+    csv.to_csv(raw / "train.csv", index=False)
+    out = tmp_path / "out"
+    shutil.copytree(pipeline.out, out)
+    ingest(raw, out)
+
+    done = drift(pipeline, prefect_server, out, config)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    report = json.loads(sorted((out / c.DRIFT_REPORTS_DIR).glob("*.json"))[-1].read_text())
+    found = {(f["kind"], f["column"], f["group"]) for f in report["findings"]}
+    new_machine = ("new-value", c.MACHINE_ID, f"{c.MACHINE_ID}={NEW_MACHINE}")
+    pixels = {("numeric-shift", col, "machine_id=49") for col in (c.PIXEL_MEAN, c.PIXEL_STD)}
+    data = {f for f in found if f[0] != "score-shift"}
+    assert new_machine in data and data & pixels, report
+    assert data <= {new_machine, *pixels}, f"unexpected findings: {data - {new_machine, *pixels}}"
+    # The champion sees the darker images too: its scores may move there, and only there.
+    assert {g for kind, _, g in found if kind == "score-shift"} <= {"machine_id=49", "site_id=1"}
+    assert report["version"] and report["current_images"] == len(new)
+    assert f"machine_id {NEW_MACHINE}, never seen in the reference" in done.stdout
+
+    events = drift_events(out, expected=len(found))
+    by_kind = {(e.event, e.payload["column"], e.payload["group"]) for e in events}
+    assert by_kind == {(f"{EVENT_PREFIX}{k}", col, g) for k, col, g in found}
+    related = {r.id for e in events for r in e.related}
+    assert f"mammo.model.mammo-cancer.v{report['version']}" in related
+
+
+def test_a_night_from_the_reference_distribution_raises_nothing(
+    pipeline: Pipeline, prefect_server: str, config: Path, tmp_path: Path
+) -> None:
+    raw = tonight(pipeline, tmp_path, seed=9)
+    out = tmp_path / "out"
+    shutil.copytree(pipeline.out, out)
+    ingest(raw, out)
+
+    done = drift(pipeline, prefect_server, out, config)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(sorted((out / c.DRIFT_REPORTS_DIR).glob("*.json"))[-1].read_text())
+    assert report["current_images"] > 50 and report["findings"] == [], report
+    assert "no drift found" in done.stdout
+    assert drift_events(out, expected=1, wait_s=5) == []
