@@ -169,6 +169,24 @@ def cmd_drift(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from mammo import contract as c
+    from mammo.history import side_by_side
+    from tasks.history import read_nights
+    from tasks.settings import default_out
+    from tasks.storage import absolute_uri, join_uri, open_store
+
+    out = absolute_uri(args.out or default_out())
+    print(f"The last nights of {out}:\n")
+    print(side_by_side(read_nights(out, args.last)))
+    store = open_store(out)
+    reports = sorted(f.relpath for f in store.list_files(c.DRIFT_REPORTS_DIR))
+    latest = [name for name in reports if name.endswith(".md")][-1:]
+    for name in latest:
+        print(f"\nLatest drift report: {join_uri(store.uri, name)}")
+    return 0
+
+
 def cmd_eda(args: argparse.Namespace) -> int:
     from mammo import contract as c
     from mammo.eda import metadata_report
@@ -423,6 +441,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="", help="the ingest output (default: $MAMMO_HOME/data)")
     _add_config_arg(p)
     p.set_defaults(handler=cmd_drift)
+
+    p = sub.add_parser("monitor", help="the last nightly runs side by side, from OUT's records")
+    p.add_argument("--out", default="", help="the ingest output (default: $MAMMO_HOME/data)")
+    p.add_argument("--last", type=int, default=7, help="how many nights (default 7)")
+    p.set_defaults(handler=cmd_monitor)
 
     p = sub.add_parser("eda", help="exploratory report of train.csv (plots + eda.md)")
     p.add_argument("--raw", required=True, help="local path or s3://bucket/prefix (RSNA layout)")

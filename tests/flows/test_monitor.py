@@ -5,7 +5,8 @@ events from the session's real Prefect server.
 - a night with a new machine id and a window change on machine 49's new images raises
   those data findings and nothing else (the champion's scores may move on machine 49, and
   only there), and the command still succeeds (drift warns);
-- a night drawn from the reference's own distribution raises nothing.
+- a night drawn from the reference's own distribution raises nothing;
+- `mammo monitor` prints a completed night and one stopped at the metadata gate side by side.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from pydicom.multival import MultiValue
 from flows.demo import PREPROCESS
 from mammo import contract as c
 from tasks.monitor import EVENT_PREFIX, dataset_resource
-from tests.flows.conftest import Pipeline
+from tasks.validate import DataValidationError
+from tests.flows.conftest import Pipeline, run_nightly
 from tests.support.data import make_raw
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -177,3 +179,50 @@ def test_a_night_from_the_reference_distribution_raises_nothing(
     assert report["current_images"] > 50 and report["findings"] == [], report
     assert "no drift found" in done.stdout
     assert drift_events(out, expected=1, wait_s=5) == []
+
+
+def test_mammo_monitor_prints_a_completed_and_a_stopped_night_side_by_side(
+    pipeline: Pipeline, prefect_server: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(pipeline.out, out)  # holds the pipeline's own night, promoted
+    broken = tmp_path / "raw"
+    shutil.copytree(pipeline.raw, broken)
+    csv = pd.read_csv(broken / "train.csv")
+    csv.loc[csv.index[:3], c.AGE] = 150  # out of [18, 100]: the metadata gate fails
+    csv.to_csv(broken / "train.csv", index=False)
+    with pytest.raises(DataValidationError):
+        run_nightly(broken, out)
+
+    first, second = (json.loads(p.read_text()) for p in sorted((out / c.NIGHTS_DIR).glob("*.json")))
+    assert first["status"] == "completed" and first["stage"] == "promote"
+    assert (first["rows"], first["new_files"], first["validation"]) == (175, 175, "passed")
+    assert (first["challenger"], first["champion"], first["decision"]) == ("1", "1", "promoted")
+    assert (first["drift_warnings"], first["drift_critical"]) == (0, 0)  # nothing to compare
+    assert second["status"] == "failed" and second["stage"] == "metadata gate"
+    assert second["validation"] == "failed" and second["error"].startswith("DataValidationError")
+    assert second["rows"] is None and second["decision"] == ""
+
+    env = {**os.environ, "MAMMO_HOME": str(pipeline.home), "PREFECT_API_URL": prefect_server}
+    done = subprocess.run(
+        [str(BIN / "mammo"), "monitor", "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    lines = {line.split("  ")[0]: line.split() for line in done.stdout.splitlines() if line}
+    assert lines["status"][1:] == ["completed", "failed"]
+    assert lines["validation"][1:] == ["passed", "failed"]
+    assert lines["decision"][1:] == ["promoted", "-"]
+    assert "Latest drift report:" in done.stdout
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        history = client.read_latest_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["nightly-history"]))
+        )
+    assert history, "the nightly-history table artifact is missing"
