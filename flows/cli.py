@@ -328,9 +328,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from infra.stack import StackConfig, up
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    print(up(StackConfig.from_env()).describe())
+    from infra.stack import StackConfig, up
+    from tasks.automations import ensure_automations
+
+    info = up(StackConfig.from_env())
+    print(info.describe())
+    with temporary_settings(updates={PREFECT_API_URL: info.env["PREFECT_API_URL"]}):
+        lines = ensure_automations(webhook_url=os.environ.get("MAMMO_DRIFT_WEBHOOK") or None)
+    print("\nAutomations:\n" + "\n".join(f"  {line}" for line in lines))
+    return 0
+
+
+def cmd_automations(args: argparse.Namespace) -> int:
+    from tasks.automations import ensure_automations
+
+    lines = ensure_automations(args.drift_webhook, args.notify_block, args.heartbeat_grace)
+    print("\n".join(lines))
     return 0
 
 
@@ -441,6 +456,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="", help="the ingest output (default: $MAMMO_HOME/data)")
     _add_config_arg(p)
     p.set_defaults(handler=cmd_drift)
+
+    p = sub.add_parser(
+        "automations", help="create or update the Prefect automations (crashed runs, drift)"
+    )
+    p.add_argument("--drift-webhook", default=None, help="URL to POST each drift finding to")
+    p.add_argument(
+        "--notify-block", default=None, help="or a saved notification block, type-slug/name"
+    )
+    p.add_argument(
+        "--heartbeat-grace",
+        type=int,
+        default=None,
+        help="seconds without a heartbeat before a run is Crashed (default: 3 heartbeats)",
+    )
+    p.set_defaults(handler=cmd_automations)
 
     p = sub.add_parser("monitor", help="the last nightly runs side by side, from OUT's records")
     p.add_argument("--out", default="", help="the ingest output (default: $MAMMO_HOME/data)")
@@ -596,6 +626,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from mammo.config import ConfigError
     from mammo.inventory import MetadataError
     from mammo.protocol import ProtocolError
+    from tasks.automations import AutomationError
     from tasks.ingest import IngestError
     from tasks.registry import PromotionError
     from tasks.scoring import ScoringError
@@ -617,6 +648,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         ScoringError,
         ConfigError,
         StorageURIError,
+        AutomationError,
         FileNotFoundError,
     )
 

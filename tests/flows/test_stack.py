@@ -229,6 +229,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[StackConfi
         info = up(cfg, echo=lambda line: None)  # already up: what it started, changes nothing
         assert f"Prefect UI      {info.prefect_ui}" in shown
         assert f"source {info.env_file}" in shown
+        assert "mammo: crash runs without heartbeats: created (after 540 s" in shown
         yield cfg, info
     finally:
         stopped = _mammo("down", cfg)
