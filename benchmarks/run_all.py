@@ -29,6 +29,7 @@ BENCHMARKS = (
     "incremental",
     "train_input",
     "fanout",
+    "drift_false_alarms",
 )
 SUMMARY_FILE = "results.md"
 

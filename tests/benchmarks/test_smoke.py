@@ -17,6 +17,7 @@ import pytest
 
 from benchmarks import (
     decode_ceiling,
+    drift_false_alarms,
     fast_decode,
     incremental,
     ingest_vs_ceiling,
@@ -274,3 +275,11 @@ def test_train_input_smoke(stack: None, cache: Path, tmp_path: Path) -> None:
     for key in ("data_stall_first_epoch", "data_stall_steady"):
         assert math.isfinite(s[key]) and s[key] < 1, key
     assert _positive(s["build_dataset_s"]) and result.params["worker_cpus"] == 1
+
+
+def test_drift_false_alarms_smoke_counts_every_night(tmp_path: Path) -> None:
+    result = drift_false_alarms.main(["--smoke", "--results-dir", str(tmp_path)])
+    saved = json.loads((tmp_path / f"{result.name}.json").read_text())
+    assert saved["summary"]["nights"] == 5
+    assert 0 <= saved["summary"]["nights_with_a_finding"] <= 5
+    assert saved["summary"]["false_alarm_rate"] == saved["summary"]["nights_with_a_finding"] / 5

@@ -152,3 +152,21 @@ def test_a_killed_driver_s_flow_run_ends_crashed(
     while tonight() == "Running" and time.monotonic() < deadline:
         time.sleep(2)
     assert tonight() == "Crashed"
+
+
+def test_a_saved_notification_block_can_carry_the_drift_alerts(
+    automations: str, prefect_server: str, webhook: str
+) -> None:
+    """`--notify-block type-slug/name`, as with a Slack block, here a webhook block saved by
+    hand; a block that is not there is one clear line."""
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    CustomWebhookNotificationBlock(
+        name="alerts", url=webhook, json_data={"body": "{{body}}"}, headers=None, cookies=None
+    ).save("mammo-alerts", overwrite=True)
+    done = mammo(prefect_server, "automations", "--notify-block", "custom-webhook/mammo-alerts")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"{DRIFT}: updated -> block custom-webhook/mammo-alerts" in done.stdout
+    missing = mammo(prefect_server, "automations", "--notify-block", "slack-webhook/nowhere")
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert "no notification block 'slack-webhook/nowhere'" in missing.stderr

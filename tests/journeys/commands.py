@@ -28,6 +28,12 @@ DEMO = "tests/journeys/test_docs.py::test_make_targets_named_in_the_docs_exist"
 HELP = "tests/journeys/test_docs.py::test_every_documented_mammo_command_parses"
 SMOKE = "tests/benchmarks/test_smoke.py::"
 FANOUT = "tests/benchmarks/test_fanout_smoke.py::test_fanout_smoke_runs_three_strategies_on_the_same_files"  # noqa: E501
+DRIFT = "tests/flows/test_monitor.py::test_a_new_machine_and_a_pixel_shift_raise_exactly_those_findings_as_events"  # noqa: E501
+MONITOR = "tests/flows/test_monitor.py::test_mammo_monitor_prints_a_completed_and_a_stopped_night_side_by_side"  # noqa: E501
+AUTOMATIONS = "tests/flows/test_automations.py::test_the_command_names_both_automations"
+NOTIFY_BLOCK = (
+    "tests/flows/test_automations.py::test_a_saved_notification_block_can_carry_the_drift_alerts"
+)
 REMOTE = EXAMPLE + "a remote cluster, server or bucket that this machine cannot reach"
 
 COMMANDS: Final[dict[str, str]] = {
@@ -58,6 +64,10 @@ COMMANDS: Final[dict[str, str]] = {
     "mammo status": STACK,
     "mammo down": STACK,
     "export MAMMO_RAW=/data/rsna MAMMO_TIMEZONE=Europe/Paris": DEPLOY,
+    "mammo drift --data data/out": DRIFT,
+    "mammo monitor --out data/out": MONITOR,
+    "mammo automations --drift-webhook http://127.0.0.1:9000/hook --heartbeat-grace 600": AUTOMATIONS,  # noqa: E501
+    "mammo automations --notify-block slack-webhook/mammo-alerts": NOTIFY_BLOCK,
     "prefect --no-prompt deploy --all": DEPLOY,
     "prefect deployment run 'nightly/nightly' --param max_patients=50 --param 'train_config={\"epochs\": 3}'": DEPLOY,  # noqa: E501
     "mammo promote --data data/out --protocol board-2026.yaml": JOURNEY,
@@ -92,6 +102,8 @@ COMMANDS: Final[dict[str, str]] = {
     + "test_decode_ceiling_smoke_times_every_decoder_on_every_case",
     "python -m benchmarks.decode_ceiling --repeats 9 --cores 16": SMOKE
     + "test_decode_ceiling_smoke_times_every_decoder_on_every_case",
+    "python -m benchmarks.drift_false_alarms": SMOKE
+    + "test_drift_false_alarms_smoke_counts_every_night",
     "python -m benchmarks.fast_decode": SMOKE
     + "test_fast_decode_smoke_compares_both_modes_on_every_case",
     "python -m benchmarks.peer_baseline --patients 20": SMOKE

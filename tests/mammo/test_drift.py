@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from benchmarks.drift_false_alarms import night, scored
 from mammo import contract as c
 from mammo.drift import (
     DriftSettings,
@@ -25,36 +26,6 @@ from mammo.drift import (
 )
 
 SETTINGS = DriftSettings()
-
-
-def night(
-    rng: np.random.Generator, n: int = 600, machines: tuple[int, ...] = (21, 49)
-) -> pd.DataFrame:
-    """A night's manifest rows, four images per patient as in the RSNA set: the site, the
-    machine and the age are the patient's, the pixel statistics depend on the machine and
-    partly on the patient (correlated within a patient, as real images are)."""
-    patients = -(-n // 4)
-    site = rng.choice([1, 2], patients, p=[0.6, 0.4])
-    machine = rng.choice(machines, patients)
-    age = rng.normal(58, 9, patients).round()
-    own = rng.normal(0, 0.02, patients)  # the patient's own brightness
-    who = np.arange(n) // 4
-    return pd.DataFrame(
-        {
-            c.IMAGE_ID: rng.integers(0, 2**62, n),
-            c.PATIENT_ID: rng.integers(0, 2**62) + who,
-            c.LATERALITY: np.where(np.arange(n) % 4 < 2, "L", "R"),
-            c.SITE_ID: site[who],
-            c.MACHINE_ID: machine[who],
-            c.VIEW: rng.choice(["CC", "MLO"], n),
-            "transfer_syntax": "1.2.840.10008.1.2.4.90",
-            "photometric": "MONOCHROME2",
-            "bits_stored": 12,
-            c.AGE: age[who],
-            c.PIXEL_MEAN: 0.30 + own[who] + rng.normal(0, 0.01, n) + 0.02 * (machine[who] == 49),
-            c.PIXEL_STD: rng.normal(0.20, 0.02, n),
-        }
-    )
 
 
 def test_psi_is_the_textbook_sum_with_smoothing() -> None:
@@ -136,15 +107,6 @@ def test_a_small_night_is_not_tested_for_shifts_but_new_values_still_show() -> N
     current[c.PIXEL_MEAN] += 0.3
     kinds = {(f.kind, f.column) for f in compare(reference, current, SETTINGS)}
     assert kinds == {(FindingKind.NEW_VALUE, c.MACHINE_ID)}
-
-
-def scored(rng: np.random.Generator, n: int, shift_site: int | None = None) -> pd.DataFrame:
-    frame = night(rng, n)
-    scores = rng.beta(1, 12, n)
-    if shift_site is not None:
-        on = frame[c.SITE_ID] == shift_site
-        scores[on] = rng.beta(2, 6, int(on.sum()))
-    return frame.assign(**{c.PROBABILITY: scores})
 
 
 def test_a_champion_whose_scores_shift_on_one_site_shows_it_there_only() -> None:
