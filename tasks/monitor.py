@@ -26,7 +26,14 @@ from prefect.events import emit_event
 
 from mammo import contract as c
 from mammo import tags as t
-from mammo.drift import DriftSettings, Finding, FindingKind, compare, compare_scores
+from mammo.drift import (
+    CATEGORICAL,
+    DriftSettings,
+    Finding,
+    FindingKind,
+    compare,
+    compare_scores,
+)
 from mammo.drift_report import DriftReport
 from mammo.metrics import AGGREGATIONS, Aggregation
 from tasks import tracking
@@ -84,6 +91,26 @@ def build_report(data: str, drift: DriftSettings, settings: Settings) -> DriftRe
         data, name, str(version.version), len(reference), len(current), tuple(findings),
         tuple(notes),
     )  # fmt: skip
+
+
+def known_values(settings: Settings) -> dict[str, list[Any]] | None:
+    """The values of each CATEGORICAL column in the champion's reference (the latest
+    version's before a promotion), for the warning-level expectations of the decoded-set
+    gate; None when there is no reference (or the registry cannot be read: logged)."""
+    try:
+        client = tracking.client(settings)
+        version, _ = _reference_version(client, settings.model_name)
+        reference = _reference(client, version.run_id or "") if version is not None else None
+    except Exception as exc:  # noqa: BLE001 - the expectations are a warning, never a stop
+        run_logger().warning("no reference values for the new-value expectations: %s", exc)
+        return None
+    if reference is None:
+        return None
+    return {
+        column: sorted(reference[column].dropna().unique().tolist())
+        for column in CATEGORICAL
+        if column in reference
+    }
 
 
 def _reference_version(client: MlflowClient, name: str) -> tuple[ModelVersion | None, list[str]]:

@@ -26,7 +26,9 @@ from mammo.inventory import read_csv_table
 from mammo.preprocess import PreprocessConfig
 from tasks.lineage import record_validation
 from tasks.logs import run_logger
+from tasks.monitor import known_values
 from tasks.retry import transient_only
+from tasks.settings import Settings
 from tasks.storage import open_store
 from tasks.validate_gx import (
     DataValidationError,
@@ -83,7 +85,11 @@ def validate_data(raw: str, data: str, config: dict[str, Any] | None = None) -> 
     reports = [
         validate_raw_metadata(csv, cfg),
         validate_decoded_set(
-            manifest, int(summary["csv_rows"]), int(summary["quarantined_csv_rows"]), cfg
+            manifest,
+            int(summary["csv_rows"]),
+            int(summary["quarantined_csv_rows"]),
+            cfg,
+            known_values(Settings.from_env()),
         ),
     ]
     documents = {}
@@ -102,6 +108,8 @@ def validate_data(raw: str, data: str, config: dict[str, Any] | None = None) -> 
             "passed" if report.success else "FAILED",
             report.statistics,
         )
+        for warning in report.warnings:
+            logger.warning("Suite %s, a warning: %s", report.suite, warning.line())
     if failed:
         raise DataValidationError(*failed)
     return {"manifest_hash": data_hash, **{r.suite: r.statistics for r in reports}}

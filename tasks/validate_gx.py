@@ -32,6 +32,7 @@ from great_expectations.data_context.types.base import (
     ProgressBarsConfig,
 )
 from great_expectations.expectations.expectation import Expectation
+from great_expectations.expectations.metadata_types import FailureSeverity
 
 from mammo.contract import (
     AGE,
@@ -135,6 +136,7 @@ class ExpectationOutcome:
     unexpected_count: int | None = None
     examples: tuple[str, ...] = ()  # at most MAX_EXAMPLES, whitelisted columns only
     error: str | None = None  # set when GX could not evaluate the expectation
+    severity: str = "critical"  # "warning": a failure is reported and stops nothing
 
     def line(self) -> str:
         where = f"{self.table}.{','.join(self.columns)}" if self.columns else self.table
@@ -152,7 +154,8 @@ class ValidationReport:
 
     @property
     def success(self) -> bool:
-        return all(r.success for r in self.results)
+        """Every critical expectation met (a warning-level one may fail)."""
+        return not self.failures
 
     @property
     def statistics(self) -> dict[str, int]:
@@ -161,11 +164,16 @@ class ValidationReport:
             "evaluated": len(self.results),
             "successful": successful,
             "unsuccessful": len(self.results) - successful,
+            "warnings": len(self.warnings),
         }
 
     @property
     def failures(self) -> tuple[ExpectationOutcome, ...]:
-        return tuple(r for r in self.results if not r.success)
+        return tuple(r for r in self.results if not r.success and r.severity == "critical")
+
+    @property
+    def warnings(self) -> tuple[ExpectationOutcome, ...]:
+        return tuple(r for r in self.results if not r.success and r.severity != "critical")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -189,7 +197,7 @@ class ValidationReport:
         for r in self.results:
             observed = f"{r.observed}" + (f" (error: {r.error})" if r.error else "")
             cells = (
-                "✅" if r.success else "❌",
+                "✅" if r.success else "❌" if r.severity == "critical" else "⚠️",
                 r.table,
                 ", ".join(r.columns),
                 r.expected,
@@ -260,8 +268,12 @@ def raw_metadata_suite(cfg: ValidationConfig) -> dict[str, list[Expectation]]:
     return {"csv_rows": rows, "csv_values": values, "breasts": breasts}
 
 
-def decoded_set_suite(expected_images: int, cfg: ValidationConfig) -> dict[str, list[Expectation]]:
-    """Expectations on the manifest (one row per decoded image) and the one-row summary."""
+def decoded_set_suite(
+    expected_images: int, cfg: ValidationConfig, known: Mapping[str, list[Any]] | None = None
+) -> dict[str, list[Expectation]]:
+    """Expectations on the manifest (one row per decoded image) and the one-row summary;
+    ``known`` (column -> the values the champion was trained on) adds warning-level
+    expectations: a new machine or site is reported, and stops nothing."""
     limit = cfg.max_quarantine_rate
     manifest: list[Expectation] = [
         gxe.ExpectTableColumnsToMatchSet(
@@ -285,6 +297,15 @@ def decoded_set_suite(expected_images: int, cfg: ValidationConfig) -> dict[str, 
         ),
         _in_set(MODALITY_PATH, [v.value for v in ModalityPath]),
         _in_set(VOI_PATH, [v.value for v in VoiPath]),
+        *(
+            gxe.ExpectColumnValuesToBeInSet(
+                column=column,
+                value_set=values,
+                description="seen in the champion's training data (a warning)",
+                severity=FailureSeverity.WARNING,
+            )
+            for column, values in (known or {}).items()
+        ),
     ]
     summary: list[Expectation] = [
         gxe.ExpectColumnMaxToBeBetween(
@@ -347,7 +368,11 @@ def validate_raw_metadata(df: pd.DataFrame, cfg: ValidationConfig) -> Validation
 
 
 def validate_decoded_set(
-    manifest: pd.DataFrame, n_csv_rows: int, n_quarantined: int, cfg: ValidationConfig
+    manifest: pd.DataFrame,
+    n_csv_rows: int,
+    n_quarantined: int,
+    cfg: ValidationConfig,
+    known: Mapping[str, list[Any]] | None = None,
 ) -> ValidationReport:
     """Validate the manifest against the CSV: one row per CSV row that was not quarantined.
 
@@ -357,7 +382,7 @@ def validate_decoded_set(
         raise InvalidValidationInput(f"{n_quarantined} quarantined of {n_csv_rows} CSV rows")
     manifest = manifest.reset_index(drop=True)  # a named index would be taken for examples
     summary = pd.DataFrame({QUARANTINE_RATE: [n_quarantined / n_csv_rows]})
-    suites = decoded_set_suite(n_csv_rows - n_quarantined, cfg)
+    suites = decoded_set_suite(n_csv_rows - n_quarantined, cfg, known)
     return _run("decoded_set", suites, {"manifest": manifest, "summary": summary}, cfg)
 
 
@@ -439,6 +464,7 @@ def _outcome(table: str, result: Any, index_name: str | None) -> ExpectationOutc
         unexpected_count=None if count is None else int(count),
         examples=_examples(details, columns, index_name),
         error=_error(result.exception_info),
+        severity=str(getattr(config.severity, "value", config.severity) or "critical"),
     )
 
 

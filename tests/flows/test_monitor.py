@@ -62,17 +62,22 @@ def ingest(raw: Path, out: Path) -> None:
     ingest_flow(raw=str(raw), out=str(out), shard_size=64, preprocess=PREPROCESS)
 
 
-def drift(
-    pipeline: Pipeline, prefect_server: str, out: Path, config: Path
-) -> subprocess.CompletedProcess[str]:
+def mammo(pipeline: Pipeline, prefect_server: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """A `mammo` command against the pipeline's registry and the session's Prefect server."""
     env = {**os.environ, "MAMMO_HOME": str(pipeline.home), "PREFECT_API_URL": prefect_server}
     return subprocess.run(
-        [str(BIN / "mammo"), "drift", "--data", str(out), "--config", str(config)],
+        [str(BIN / "mammo"), *args],
         env={**env, "MLFLOW_TRACKING_URI": pipeline.tracking_uri},
         capture_output=True,
         text=True,
         timeout=600,
     )
+
+
+def drift(
+    pipeline: Pipeline, prefect_server: str, out: Path, config: Path
+) -> subprocess.CompletedProcess[str]:
+    return mammo(pipeline, prefect_server, "drift", "--data", str(out), "--config", str(config))
 
 
 def drift_events(out: Path, expected: int, wait_s: float = 30.0) -> list[Any]:
@@ -163,6 +168,16 @@ def test_a_new_machine_and_a_pixel_shift_raise_exactly_those_findings_as_events(
     assert by_kind == {(f"{EVENT_PREFIX}{k}", col, g) for k, col, g in found}
     related = {r.id for e in events for r in e.related}
     assert f"mammo.model.mammo-cancer.v{report['version']}" in related
+
+    # The decoded-set gate warns on the new machine too, and passes.
+    band = ["--positive-rate-band", "0", "0.5"]
+    gate = mammo(pipeline, prefect_server, "validate", "--raw", str(raw), "--data", str(out), *band)
+    assert gate.returncode == 0, gate.stdout[-3000:] + gate.stderr[-3000:]
+    decoded = json.loads((out / "validation" / "decoded_set.json").read_text())
+    warned = [r for r in decoded["results"] if not r["success"]]
+    assert [(r["columns"], r["severity"], r["examples"]) for r in warned] == [
+        ([c.MACHINE_ID], "warning", [str(NEW_MACHINE)])
+    ]
 
 
 def test_a_night_from_the_reference_distribution_raises_nothing(

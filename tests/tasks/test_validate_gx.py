@@ -234,6 +234,26 @@ def test_good_decoded_set_passes() -> None:
     assert rate.observed == pytest.approx(1 / 41)
 
 
+def test_a_value_the_champion_never_saw_warns_and_passes() -> None:
+    manifest = good_manifest().assign(**{MACHINE_ID: 49, SITE_ID: 1})
+    manifest.loc[manifest.index[:6], MACHINE_ID] = 251
+    known = {MACHINE_ID: [21, 49], SITE_ID: [1, 2], VIEW: ["CC", "MLO"]}
+    report = validate_decoded_set(manifest, 41, 1, CFG, known)
+    assert report.success and report.failure_message() == ""
+    (warning,) = report.warnings
+    assert (warning.columns, warning.severity, warning.examples) == (
+        (MACHINE_ID,),
+        "warning",
+        ("251",),
+    )
+    assert warning.unexpected_count == 6
+    assert report.statistics["warnings"] == 1
+    assert "| ⚠️ | manifest | machine_id |" in report.to_markdown()
+    assert (
+        validate_decoded_set(manifest, 41, 1, CFG, {**known, MACHINE_ID: [49, 251]}).warnings == ()
+    )
+
+
 def with_manifest_cell(row: int, column: str, value: float | str | None) -> pd.DataFrame:
     manifest = good_manifest()
     manifest.loc[row, column] = value
