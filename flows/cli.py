@@ -154,6 +154,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_drift(args: argparse.Namespace) -> int:
     from flows.drift import drift
 
+    if args.resolve:
+        from tasks.monitor import resolve_finding
+        from tasks.settings import default_out
+        from tasks.storage import absolute_uri
+
+        data = absolute_uri(args.data or default_out())
+        done = resolve_finding(data, args.resolve, args.reason)
+        print(f"Resolved {args.resolve} ({done['at']}): {done['reason']}")
+        return 0
+
     report = drift(data=args.data, config=args.config)
     print(
         f"{report['current_images']} new image(s) against "
@@ -454,6 +464,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("drift", help="the images since the champion's training, against its data")
     p.add_argument("--data", default="", help="the ingest output (default: $MAMMO_HOME/data)")
+    p.add_argument(
+        "--resolve",
+        default=None,
+        metavar="KEY",
+        help="mark a finding of the latest report resolved",
+    )
+    p.add_argument("--reason", default="", help="why it is resolved (with --resolve)")
     _add_config_arg(p)
     p.set_defaults(handler=cmd_drift)
 
@@ -628,6 +645,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from mammo.protocol import ProtocolError
     from tasks.automations import AutomationError
     from tasks.ingest import IngestError
+    from tasks.monitor import DriftError
     from tasks.registry import PromotionError
     from tasks.scoring import ScoringError
     from tasks.storage import StorageError, StorageURIError
@@ -649,6 +667,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         ConfigError,
         StorageURIError,
         AutomationError,
+        DriftError,
         FileNotFoundError,
     )
 

@@ -294,6 +294,7 @@ VALIDATION_OUTCOME_FILE: Final = "outcome.json"
 MONITOR_DIR: Final = "monitor"
 DRIFT_REPORTS_DIR: Final = f"{MONITOR_DIR}/drift"  # {stamp}.json and {stamp}.md, one per report
 NIGHTS_DIR: Final = f"{MONITOR_DIR}/nights"  # {stamp}.json: one record per nightly run
+DRIFT_RESOLVED_FILE: Final = f"{MONITOR_DIR}/drift-resolved.json"  # finding key -> resolution
 # In registry/{model}/v{version}/; the card's files also in the run's model_card/ artifacts:
 MODEL_CARD_FILE: Final = "model_card.md"
 MODEL_CARD_HTML_FILE: Final = "model_card.html"

@@ -104,7 +104,8 @@ class Finding:
     detail: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "kind": self.kind.value, "severity": self.severity.value}
+        kinds = {"kind": self.kind.value, "severity": self.severity.value}
+        return {**asdict(self), **kinds, "key": self.key}
 
     @property
     def key(self) -> str:

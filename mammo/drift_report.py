@@ -7,6 +7,7 @@ publishes the report (Prefect events, a markdown artifact, the files under OUT).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,3 +81,13 @@ class DriftReport:
                     f"{f.statistic} | {f.value:.4g} | {p} | {f.images} | {f.detail} |"
                 )
         return "\n".join(lines) + "\n"
+
+
+def unresolved_critical(report: Mapping[str, Any], resolved: Mapping[str, Any]) -> list[str]:
+    """The keys of ``report``'s critical findings (a report as JSON) not in ``resolved``."""
+    keys = {
+        str(f["key"])
+        for f in report.get("findings", [])
+        if f.get("severity") == Severity.CRITICAL.value and f.get("key") not in resolved
+    }
+    return sorted(keys)

@@ -180,11 +180,13 @@ def decide(
     champion: Mapping[str, Any] | None,
     comparison: Mapping[str, BootstrapResult] | None,
     subgroups: Sequence[Mapping[str, Any]],
+    critical_drift: Sequence[str] = (),
 ) -> Decision:
     """Apply ``protocol`` to the challenger's evaluation and, with a champion, to the paired
     differences (keys: the primary metric, ``sensitivity``, ``specificity``) and the paired
     subgroup rows (``column``, ``value``, ``sufficient``, ``text``, and ``challenger`` /
-    ``champion`` figures ``auc`` and ``sensitivity``).
+    ``champion`` figures ``auc`` and ``sensitivity``). ``critical_drift``: the keys of the
+    data's unresolved critical drift findings, a rule when the protocol blocks on them.
 
     Every rule is evaluated and reported; a NaN figure fails its rule. Validation decides
     first, then the amount of evidence, then the rest.
@@ -200,6 +202,8 @@ def decide(
         rules += _comparison_rules(protocol, comparison)
         rules.append(_subgroup_rule(protocol, subgroups))
     rules.append(_calibration_rule(protocol, challenger))
+    if protocol.drift.block_on_critical:
+        rules.append(_drift_rule(critical_drift))
 
     failed = [r for r in rules if not r.passed]
     if not valid.passed:
@@ -228,6 +232,17 @@ def _validation_rule(protocol: PromotionProtocol, status: str, detail: str) -> R
         NOT_VALIDATED: "the data it trained on was never validated",
     }.get(status, f"validation status {status!r}")
     return Rule("validation", False, f"{why}: {detail}" if detail else why, required)
+
+
+def _drift_rule(critical: Sequence[str]) -> Rule:
+    if not critical:
+        return Rule("drift", True, "no unresolved critical drift", "no unresolved critical drift")
+    return Rule(
+        "drift",
+        False,
+        f"unresolved critical drift: {', '.join(critical)} (mammo drift --resolve KEY)",
+        "no unresolved critical drift",
+    )
 
 
 def _evidence_rule(protocol: PromotionProtocol, evaluation: Mapping[str, Any]) -> Rule:

@@ -101,6 +101,17 @@ class Validation:
 
 
 @dataclass(frozen=True)
+class Drift:
+    block_on_critical: bool = False  # refuse while the data's drift report has an unresolved
+    # critical finding (mammo drift --resolve KEY records a resolution)
+
+    def check(self) -> None:
+        _require(
+            isinstance(self.block_on_critical, bool), "drift.block_on_critical", "true or false"
+        )
+
+
+@dataclass(frozen=True)
 class Evaluation:
     prevalence: float = 0.0051
     specificities: tuple[float, ...] = (0.889, 0.95, 0.987)
@@ -120,6 +131,7 @@ SECTIONS: dict[str, type] = {
     "subgroups": Subgroups,
     "calibration": Calibration,
     "validation": Validation,
+    "drift": Drift,
     "evaluation": Evaluation,
 }
 
@@ -137,6 +149,7 @@ class PromotionProtocol:
     subgroups: Subgroups = field(default_factory=Subgroups)
     calibration: Calibration = field(default_factory=Calibration)
     validation: Validation = field(default_factory=Validation)
+    drift: Drift = field(default_factory=Drift)
     evaluation: Evaluation = field(default_factory=Evaluation)
     source: str = field(default="", compare=False)  # the file it was read from
 

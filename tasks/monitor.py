@@ -34,7 +34,7 @@ from mammo.drift import (
     compare,
     compare_scores,
 )
-from mammo.drift_report import DriftReport
+from mammo.drift_report import DriftReport, unresolved_critical
 from mammo.metrics import AGGREGATIONS, Aggregation
 from tasks import tracking
 from tasks.logs import run_logger
@@ -65,6 +65,54 @@ def drift_report(data: str, monitor: dict[str, Any] | None = None) -> dict[str, 
     logger.info("Drift report %s: %s", where, report.summary())
     _publish(report)
     return {**document, "report": where}
+
+
+def latest_report(data: str) -> dict[str, Any] | None:
+    """The newest drift report under ``data`` (as JSON), or None."""
+    store = open_store(data)
+    names = sorted(
+        f.relpath for f in store.list_files(c.DRIFT_REPORTS_DIR) if f.relpath.endswith(".json")
+    )
+    if not names:
+        return None
+    report: dict[str, Any] = json.loads(store.read_bytes(names[-1]))
+    return report
+
+
+def resolutions(data: str) -> dict[str, Any]:
+    store = open_store(data)
+    if not store.exists(c.DRIFT_RESOLVED_FILE):
+        return {}
+    resolved: dict[str, Any] = json.loads(store.read_bytes(c.DRIFT_RESOLVED_FILE))
+    return resolved
+
+
+def unresolved_drift(data: str) -> list[str]:
+    """The critical findings of the newest report under ``data`` nobody resolved."""
+    report = latest_report(data)
+    return unresolved_critical(report, resolutions(data)) if report else []
+
+
+def resolve_finding(data: str, key: str, reason: str) -> dict[str, Any]:
+    """Record that finding ``key`` of the newest report is understood (``reason``), so that
+    a protocol blocking on critical drift no longer counts it."""
+    report = latest_report(data)
+    keys = sorted(f["key"] for f in (report or {}).get("findings", []))
+    if key not in keys:
+        raise DriftError(
+            f"{key!r} is not a finding of the latest drift report of {data}; "
+            f"its findings: {keys or 'none'}"
+        )
+    if not reason.strip():
+        raise DriftError("say why the finding is resolved: --reason TEXT")
+    resolution = {"reason": reason, "at": datetime.now(UTC).isoformat(timespec="seconds")}
+    resolved = {**resolutions(data), key: resolution}
+    open_store(data).write_bytes(c.DRIFT_RESOLVED_FILE, json.dumps(resolved, indent=2).encode())
+    return resolution
+
+
+class DriftError(ValueError):
+    """A drift resolution that cannot be recorded."""
 
 
 def build_report(data: str, drift: DriftSettings, settings: Settings) -> DriftReport:
@@ -180,7 +228,7 @@ def _publish(report: DriftReport) -> None:
             event=f"{EVENT_PREFIX}{finding.kind.value}",
             resource=resource,
             related=related,
-            payload={**finding.to_dict(), "key": finding.key},
+            payload=finding.to_dict(),
         )
     if TaskRunContext.get() is not None:
         create_markdown_artifact(

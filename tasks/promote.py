@@ -38,6 +38,7 @@ from tasks import tracking
 from tasks.lineage import ValidationFact, manifest_hash, validation_fact
 from tasks.logs import run_logger
 from tasks.model_card import publish_card, publish_markdown, publish_note
+from tasks.monitor import unresolved_drift
 from tasks.registry import PromotionError, promotion_lock
 from tasks.retry import transient_only
 from tasks.scoring import load_bundle, read_manifest, score_rows
@@ -133,6 +134,7 @@ def promote_challenger(
         evaluations.get("champion"),
         comparison.differences,
         comparison.subgroups,
+        unresolved_drift(data) if protocol.drift.block_on_critical else (),
     )
     data_hash = manifest_hash(data)
     with promotion_lock(name):

@@ -27,7 +27,7 @@ from pydicom.multival import MultiValue
 
 from flows.demo import PREPROCESS
 from mammo import contract as c
-from tasks.monitor import EVENT_PREFIX, dataset_resource
+from tasks.monitor import EVENT_PREFIX, dataset_resource, unresolved_drift
 from tasks.validate import DataValidationError
 from tests.flows.conftest import Pipeline, run_nightly
 from tests.support.data import make_raw
@@ -168,6 +168,18 @@ def test_a_new_machine_and_a_pixel_shift_raise_exactly_those_findings_as_events(
     assert by_kind == {(f"{EVENT_PREFIX}{k}", col, g) for k, col, g in found}
     related = {r.id for e in events for r in e.related}
     assert f"mammo.model.mammo-cancer.v{report['version']}" in related
+
+    # A protocol blocking on critical drift waits until someone resolves each finding.
+    critical = unresolved_drift(str(out))
+    assert critical and all(key.startswith("numeric-shift:") or "49" in key for key in critical)
+    why = ["--reason", "new detector firmware on machine 49, checked by physics"]
+    for key in critical:
+        done = mammo(pipeline, prefect_server, "drift", "--data", str(out), "--resolve", key, *why)
+        assert done.returncode == 0 and f"Resolved {key}" in done.stdout, done.stderr[-2000:]
+    assert unresolved_drift(str(out)) == []
+    wrong = mammo(pipeline, prefect_server, "drift", "--data", str(out), "--resolve", "x:y")
+    assert wrong.returncode == 1 and "Traceback" not in wrong.stderr
+    assert "'x:y' is not a finding of the latest drift report" in wrong.stderr
 
     # The decoded-set gate warns on the new machine too, and passes.
     band = ["--positive-rate-band", "0", "0.5"]

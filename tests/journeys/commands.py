@@ -66,6 +66,7 @@ COMMANDS: Final[dict[str, str]] = {
     "export MAMMO_RAW=/data/rsna MAMMO_TIMEZONE=Europe/Paris": DEPLOY,
     "mammo drift --data data/out": DRIFT,
     "mammo monitor --out data/out": MONITOR,
+    'mammo drift --data data/out --resolve numeric-shift:pixel_mean:machine_id=49 --reason "new detector firmware"': DRIFT,  # noqa: E501
     "mammo automations --drift-webhook http://127.0.0.1:9000/hook --heartbeat-grace 600": AUTOMATIONS,  # noqa: E501
     "mammo automations --notify-block slack-webhook/mammo-alerts": NOTIFY_BLOCK,
     "prefect --no-prompt deploy --all": DEPLOY,

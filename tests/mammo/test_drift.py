@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
+from dataclasses import replace
 from itertools import pairwise
 
 import numpy as np
@@ -24,6 +26,7 @@ from mammo.drift import (
     quantile_edges,
     two_proportion_p,
 )
+from mammo.drift_report import DriftReport, unresolved_critical
 
 SETTINGS = DriftSettings()
 
@@ -161,3 +164,17 @@ def test_false_alarm_rate_over_null_nights_is_below_one_percent() -> None:
         for tonight in (scored(rng, 300) for _ in range(nights))
     )
     assert alarms / nights < 0.01
+
+
+def test_unresolved_critical_findings_are_the_critical_keys_nobody_resolved() -> None:
+    rng = np.random.default_rng(2)
+    reference, current = night(rng), night(rng)
+    current.loc[current[c.MACHINE_ID] == 49, c.PIXEL_MEAN] += 0.04
+    current.loc[current.index[:8], c.MACHINE_ID] = 999
+    report = DriftReport("out", "m", "1", len(reference), len(current))
+    report = replace(report, findings=tuple(compare(reference, current, SETTINGS)))
+    document = json.loads(json.dumps(report.to_dict()))
+    critical = "numeric-shift:pixel_mean:machine_id=49"
+    assert unresolved_critical(document, {}) == [critical]  # the new machine is a warning
+    assert unresolved_critical(document, {critical: {"reason": "new detector firmware"}}) == []
+    assert "| critical | numeric-shift | pixel_mean | machine_id=49 |" in report.markdown()

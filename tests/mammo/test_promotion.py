@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ from mammo.promotion import (
     paired_bootstrap,
     paired_differences,
 )
-from mammo.protocol import PromotionProtocol
+from mammo.protocol import Drift, PromotionProtocol
 
 
 def accuracy(y: npt.NDArray[np.float64], p: npt.NDArray[np.float64]) -> float:
@@ -311,3 +312,17 @@ def test_a_protocol_can_turn_an_operating_point_rule_off() -> None:
     assert decision.outcome == PROMOTED, decision.reason
     rule = next(r for r in decision.rules if r.name == "non-inferior sensitivity")
     assert (rule.passed, rule.observed, rule.required) == (True, "not applied", "no such rule")
+
+
+def test_a_protocol_blocking_on_critical_drift_refuses_while_one_is_unresolved() -> None:
+    blocking = replace(PROTOCOL, drift=Drift(block_on_critical=True))
+    key = "numeric-shift:pixel_mean:machine_id=49"
+    refused = decide(blocking, VALIDATION_PASSED, "", _evaluation(), None, None, [], [key])
+    assert refused.outcome == REFUSED
+    assert f"drift: unresolved critical drift: {key} (mammo drift --resolve KEY)" in refused.reason
+    clear = decide(blocking, VALIDATION_PASSED, "", _evaluation(), None, None, [], [])
+    assert clear.outcome == PROMOTED and clear.rules[-1].name == "drift"
+    # the shipped protocol does not block: no drift rule at all, whatever is passed
+    ignored = decide(PROTOCOL, VALIDATION_PASSED, "", _evaluation(), None, None, [], [key])
+    assert ignored.outcome == PROMOTED and "drift" not in [r.name for r in ignored.rules]
+    assert PromotionProtocol.load().drift == Drift(block_on_critical=False)
