@@ -188,7 +188,10 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
     out = absolute_uri(args.out or default_out())
     print(f"The last nights of {out}:\n")
-    print(side_by_side(read_nights(out, args.last)))
+    nights = read_nights(out, args.last)
+    print(side_by_side(nights))
+    for night in [n for n in nights if n.data_docs][-1:]:
+        print(f"\nLatest Great Expectations Data Docs: {night.data_docs}")
     store = open_store(out)
     reports = sorted(f.relpath for f in store.list_files(c.DRIFT_REPORTS_DIR))
     latest = [name for name in reports if name.endswith(".md")][-1:]

@@ -7,7 +7,8 @@ RAW layout (RSNA):   {subset}.csv, {subset}_images/{patient_id}/{image_id}.dcm
 OUT layout:          preprocess.json, shards/part-*.parquet, quarantine/part-*.parquet,
                      png/{patient_id}/{image_id}.png, manifest.parquet, quarantine.parquet,
                      ingest.json, _work/{plan}/, _lock/ingest.json (only while an ingest
-                     runs), validation/, eda/, monitor/drift/, monitor/nights/,
+                     runs), validation/ (data-docs/ within), eda/, monitor/drift/,
+                     monitor/nights/,
                      registry/{model}/v{version}/
 MLflow tag keys and artifact names: mammo.tags.
 """
@@ -291,6 +292,7 @@ INGEST_WORK_DIR: Final = "_work"  # {plan}/: the plan of an ingest (pending item
 EDA_DIR: Final = "eda"  # the metadata report (mammo.eda)
 VALIDATION_OUTCOMES_DIR: Final = f"{VALIDATION_DIR}/manifests"  # {manifest hash}/outcome.json
 VALIDATION_OUTCOME_FILE: Final = "outcome.json"
+DATA_DOCS_DIR: Final = f"{VALIDATION_DIR}/data-docs"  # {time}-{gate}/index.html: GX Data Docs
 MONITOR_DIR: Final = "monitor"
 DRIFT_REPORTS_DIR: Final = f"{MONITOR_DIR}/drift"  # {stamp}.json and {stamp}.md, one per report
 NIGHTS_DIR: Final = f"{MONITOR_DIR}/nights"  # {stamp}.json: one record per nightly run

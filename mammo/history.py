@@ -32,6 +32,7 @@ class NightRecord:
     challenger: str = ""  # the version registered tonight
     champion: str = ""  # the champion after the night
     decision: str = ""  # the promotion decision
+    data_docs: str = ""  # the Great Expectations Data Docs of the decoded-set gate
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,6 +82,7 @@ def night_record(
         challenger=str((trained.get("registered") or {}).get("version") or ""),
         champion=str(promoted.get("champion") or ""),
         decision=str(promoted.get("decision") or ""),
+        data_docs=str((stages.get("decoded-set gate") or {}).get("data_docs") or ""),
     )
 
 

@@ -14,8 +14,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pyarrow.parquet as pq
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
@@ -24,12 +30,13 @@ from prefect.context import TaskRunContext
 from mammo import contract as c
 from mammo.inventory import read_csv_table
 from mammo.preprocess import PreprocessConfig
+from tasks.gx_context import data_docs_site
 from tasks.lineage import record_validation
 from tasks.logs import run_logger
 from tasks.monitor import known_values
 from tasks.retry import transient_only
 from tasks.settings import Settings
-from tasks.storage import open_store
+from tasks.storage import join_uri, open_store
 from tasks.validate_gx import (
     DataValidationError,
     ValidationConfig,
@@ -47,12 +54,12 @@ def validate_metadata(
 ) -> dict[str, int]:
     """The first gate, before any decode: the metadata suite on RAW's CSV; raise if it fails."""
     name = c.csv_name(c.Subset(subset))
-    report = validate_raw_metadata(
-        read_csv_table(open_store(raw).read_bytes(name), name), ValidationConfig(**(config or {}))
-    )
+    csv = read_csv_table(open_store(raw).read_bytes(name), name)
+    with data_docs(data, "metadata") as docs:
+        report = validate_raw_metadata(csv, ValidationConfig(**(config or {})))
     document = json.dumps(report.to_dict(), indent=2, default=str).encode()
     open_store(data).write_bytes(f"{c.VALIDATION_DIR}/{report.suite}.json", document)
-    _publish([report], key="metadata-validation")
+    _publish([report], key="metadata-validation", docs=docs)
     run_logger().info(
         "Metadata gate on %s: %s (%s)",
         name,
@@ -82,16 +89,8 @@ def validate_data(raw: str, data: str, config: dict[str, Any] | None = None) -> 
     table = pq.read_table(io.BytesIO(manifest_bytes))  # an older manifest lacks added columns
     missing = c.missing_added_columns(table.column_names, columns)
     manifest = c.with_added_columns(table, missing, columns).to_pandas()
-    reports = [
-        validate_raw_metadata(csv, cfg),
-        validate_decoded_set(
-            manifest,
-            int(summary["csv_rows"]),
-            int(summary["quarantined_csv_rows"]),
-            cfg,
-            known_values(Settings.from_env()),
-        ),
-    ]
+    with data_docs(data, "data") as docs:
+        reports = _both_suites(csv, manifest, summary, cfg)
     documents = {}
     for report in reports:
         document = json.dumps(report.to_dict(), indent=2, default=str).encode()
@@ -99,7 +98,7 @@ def validate_data(raw: str, data: str, config: dict[str, Any] | None = None) -> 
         documents[report.suite] = (report.success, document)
     where = record_validation(data, data_hash, documents)
     logger.info("Validation of manifest %s recorded in %s", data_hash[:12], where)
-    _publish(reports)
+    _publish(reports, docs=docs)
     failed = [r for r in reports if not r.success]
     for report in reports:
         logger.info(
@@ -112,16 +111,60 @@ def validate_data(raw: str, data: str, config: dict[str, Any] | None = None) -> 
             logger.warning("Suite %s, a warning: %s", report.suite, warning.line())
     if failed:
         raise DataValidationError(*failed)
-    return {"manifest_hash": data_hash, **{r.suite: r.statistics for r in reports}}
+    result = {"manifest_hash": data_hash, **{r.suite: r.statistics for r in reports}}
+    return {**result, **({"data_docs": docs[0]} if docs else {})}
 
 
-def _publish(reports: list[ValidationReport], key: str = "data-validation") -> None:
+def _both_suites(
+    csv: pd.DataFrame, manifest: pd.DataFrame, summary: dict[str, Any], cfg: ValidationConfig
+) -> list[ValidationReport]:
+    return [
+        validate_raw_metadata(csv, cfg),
+        validate_decoded_set(
+            manifest,
+            int(summary["csv_rows"]),
+            int(summary["quarantined_csv_rows"]),
+            cfg,
+            known_values(Settings.from_env()),
+        ),
+    ]
+
+
+def _publish(
+    reports: list[ValidationReport], key: str = "data-validation", docs: list[str] | None = None
+) -> None:
     if TaskRunContext.get() is None:
         return  # called outside a Prefect run (e.g. .fn() in a test)
     markdown = "\n\n".join(f"## {r.suite}\n\n{r.to_markdown()}" for r in reports)
+    if docs:
+        markdown = f"Great Expectations Data Docs: [{docs[0]}]({docs[0]})\n\n{markdown}"
     ok = all(r.success for r in reports)
     create_markdown_artifact(
         key=key,
         markdown=markdown,
         description="Great Expectations: " + ("passed" if ok else "FAILED"),
     )
+
+
+@contextmanager
+def data_docs(data: str, label: str) -> Iterator[list[str]]:
+    """The suites run in the block are rendered as a GX Data Docs site, published under
+    OUT/validation/data-docs/<time>-<label>/; the list yields its index.html once written.
+    A site that cannot be built or written is logged; the validation stands."""
+    where: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        with data_docs_site(Path(tmp)):
+            yield where
+        prefix = f"{c.DATA_DOCS_DIR}/{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{label}"
+        try:
+            out = open_store(data)
+            for path in sorted(Path(tmp).rglob("*")):
+                if path.is_file():
+                    out.write_bytes(
+                        f"{prefix}/{path.relative_to(tmp).as_posix()}", path.read_bytes()
+                    )
+            if (Path(tmp) / "index.html").is_file():
+                where.append(join_uri(out.uri, f"{prefix}/index.html"))
+                run_logger().info("Great Expectations Data Docs: %s", where[0])
+        except Exception as exc:  # noqa: BLE001 - the HTML report is informative
+            run_logger().warning("could not write the Data Docs under %s: %s", data, exc)

@@ -26,11 +26,6 @@ from typing import Any
 import great_expectations as gx
 import great_expectations.expectations as gxe
 import pandas as pd
-from great_expectations.data_context.types.base import (
-    DataContextConfig,
-    InMemoryStoreBackendDefaults,
-    ProgressBarsConfig,
-)
 from great_expectations.expectations.expectation import Expectation
 from great_expectations.expectations.metadata_types import FailureSeverity
 
@@ -72,6 +67,7 @@ from mammo.contract import (
     prediction_id,
 )
 from mammo.validation import InvalidValidationInput, ValidationConfig
+from tasks import gx_context
 
 __all__ = [
     "CANCER_LABELS",
@@ -402,16 +398,6 @@ def _breast_labels(cells: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({CANCER_LABELS: labels.to_numpy()}, index=keys)
 
 
-def _quiet_context() -> Any:
-    """An in-memory GX context: no analytics, no progress bars, nothing written to disk."""
-    config = DataContextConfig(
-        store_backend_defaults=InMemoryStoreBackendDefaults(),
-        analytics_enabled=False,
-        progress_bars=ProgressBarsConfig(globally=False),
-    )
-    return gx.get_context(mode="ephemeral", project_config=config)
-
-
 def _run(
     name: str,
     suites: Mapping[str, list[Expectation]],
@@ -419,7 +405,7 @@ def _run(
     cfg: ValidationConfig,
 ) -> ValidationReport:
     """Run each table's expectations on its frame in a fresh in-memory context."""
-    context = _quiet_context()
+    context, docs = gx_context.context()
     source = context.data_sources.add_pandas(name)
     outcomes: list[ExpectationOutcome] = []
     for table, expectations in suites.items():
@@ -432,7 +418,7 @@ def _run(
         suite = context.suites.add(gx.ExpectationSuite(name=f"{name}.{table}", expectations=kept))
         batch = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe("all")
         definition = gx.ValidationDefinition(name=f"{name}.{table}", data=batch, suite=suite)
-        result = definition.run(batch_parameters={"dataframe": frame}, result_format=_RESULT_FORMAT)
+        result = gx_context.run(context, definition, frame, _RESULT_FORMAT, docs)
         order = {e.id: i for i, e in enumerate(suite.expectations)}
         ranked = sorted(
             result.results, key=lambda r: order.get(getattr(r.expectation_config, "id", None), 0)

@@ -244,6 +244,8 @@ def test_mammo_monitor_prints_a_completed_and_a_stopped_night_side_by_side(
     assert lines["validation"][1:] == ["passed", "failed"]
     assert lines["decision"][1:] == ["promoted", "-"]
     assert "Latest drift report:" in done.stdout
+    docs = done.stdout.split("Latest Great Expectations Data Docs: ")[1].split()[0]
+    assert docs == first["data_docs"] and Path(docs.replace(str(pipeline.out), str(out))).is_file()
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey

@@ -8,7 +8,10 @@ TIMES = {"started": "2026-12-07T01:00:00Z", "finished": "2026-12-07T01:30:00Z"}
 COMPLETE = {
     "metadata gate": {"evaluated": 30},
     "ingest": {"csv_rows": 200, "manifest_rows": 196, "quarantined": 4, "decoded_this_run": 20},
-    "decoded-set gate": {"manifest_hash": "ab"},
+    "decoded-set gate": {
+        "manifest_hash": "ab",
+        "data_docs": "out/validation/data-docs/t/index.html",
+    },
     "drift": {"counts": {"warning": 2, "critical": 1}},
     "eda": {},
     "train": {"registered": {"version": "7"}},
@@ -26,6 +29,7 @@ def test_a_complete_night_records_every_figure() -> None:
     assert (night.rows, night.new_files, night.quarantine_rate) == (196, 20, 0.02)
     assert (night.drift_warnings, night.drift_critical) == (2, 1)
     assert (night.challenger, night.champion, night.decision) == ("7", "6", "refused")
+    assert night.data_docs == "out/validation/data-docs/t/index.html"
     assert NightRecord.from_dict({**night.to_dict(), "added_later": 1}) == night
 
 

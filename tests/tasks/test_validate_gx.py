@@ -384,3 +384,21 @@ def test_the_suite_applies_the_contracts_id_rule() -> None:
     report = validate_raw_metadata(set_cell(0, IMAGE_ID, too_long)(good_csv()), CFG)
     assert failed(report) == {("csv_rows", "expect_column_values_to_match_regex", (IMAGE_ID,))}
     assert f"an id of at most {MAX_ID_DIGITS} digits" in report.failure_message()
+
+
+def test_suites_run_inside_data_docs_become_a_data_docs_site_under_out(tmp_path: Path) -> None:
+    from tasks.validate import data_docs
+
+    with data_docs(str(tmp_path), "data") as docs:
+        csv_report = validate_raw_metadata(good_csv(), CFG)
+        manifest_report = validate_decoded_set(good_manifest(), 41, 1, CFG)
+    assert csv_report.success and manifest_report.success  # the same reports as without docs
+    (index,) = docs
+    assert index.startswith(str(tmp_path / "validation" / "data-docs")) and index.endswith(
+        "-data/index.html"
+    )
+    site = Path(index).parent
+    pages = {p.name for p in site.glob("validations/**/*.html")}
+    assert len(pages) == 5  # one per table: csv_rows, csv_values, breasts, manifest, summary
+    text = Path(index).read_text()
+    assert "raw_metadata.csv_rows" in text and "decoded_set.manifest" in text
