@@ -178,9 +178,9 @@ def test_a_broken_train_csv_stops_the_night_before_any_decode(
 
     assert (tmp_path / "out" / "validation" / "raw_metadata.json").is_file()
     assert not (tmp_path / "out" / c.MANIFEST_FILE).exists()  # the metadata gate came first
-    assert not list((tmp_path / "out").rglob("*.png")) and not list(
-        (tmp_path / "out").rglob("*.parquet")
-    )
+    decoded = [p for p in (tmp_path / "out").rglob("*") if c.DATA_DOCS_DIR not in p.as_posix()]
+    assert not [p for p in decoded if p.suffix in (".png", ".parquet")]  # nothing decoded
+    assert list((tmp_path / "out" / c.DATA_DOCS_DIR).glob("*-metadata/index.html"))
     uri = Settings.from_env().mlflow_tracking_uri
     client = MlflowClient(uri, registry_uri=uri)
     assert client.search_registered_models() == []
