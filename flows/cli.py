@@ -100,6 +100,7 @@ def _has_settings(args: argparse.Namespace) -> bool:
 def cmd_synth(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
+    from mammo.contract import SYNTHETIC_ORACLE
     from mammo.synth.generate import SynthConfig, generate
 
     config = SynthConfig(
@@ -109,6 +110,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         with_test=args.with_test,
         workers=args.workers,
+        difficulty=args.difficulty,
     )
     with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:
         task = bar.add_task("writing DICOMs", total=None)
@@ -121,6 +123,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
         f"Wrote {summary.images} images of {summary.patients} patients "
         f"({summary.positive_images} positive) to {args.out} in {summary.elapsed_s:.1f} s"
     )
+    if summary.oracle_auc is not None:
+        print(
+            f"Oracle (knows each lesion): breast-level AUC {summary.oracle_auc:.3f} "
+            f"({config.difficulty} lesions; per image in {SYNTHETIC_ORACLE})"
+        )
     return 0
 
 
@@ -442,6 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patients", type=int, default=60)
     p.set_defaults(handler=cmd_demo)
 
+    from mammo.synth.lesion import DIFFICULTIES
+
     p = sub.add_parser("synth", help="write a synthetic RSNA-layout data set")
     p.add_argument("out", help="directory to write train.csv and train_images/ to")
     p.add_argument("--patients", type=int, default=50)
@@ -450,6 +459,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", default="small", help="small (256x208), full, or RxC")
     p.add_argument("--with-test", action="store_true", help="also write test.csv, test_images/")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument(
+        "--difficulty",
+        choices=sorted(DIFFICULTIES),
+        default="easy",
+        help="lesion conspicuity: easy (every model finds them), realistic (oracle AUC ~0.88)",
+    )
     p.set_defaults(handler=cmd_synth)
 
     p = sub.add_parser("ingest", help="decode RAW's DICOMs into shards, PNGs and a manifest")

@@ -302,6 +302,7 @@ MODEL_CARD_FILE: Final = "model_card.md"
 MODEL_CARD_HTML_FILE: Final = "model_card.html"
 DECISION_FILE: Final = "decision.json"  # the promotion decision document
 SYNTHETIC_MARKER: Final = "synthetic.json"  # in RAW: written by `mammo synth`
+SYNTHETIC_ORACLE: Final = "synthetic_oracle.csv"  # in RAW: the oracle's statistic per image
 
 # One rule for every id (site, machine, patient, image) in the CSV, the file names and the
 # validation suite: a non-negative decimal integer without sign or leading zeros, of at most

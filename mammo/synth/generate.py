@@ -36,12 +36,15 @@ from mammo.contract import (
     PATIENT_ID,
     SITE_ID,
     SYNTHETIC_MARKER,
+    SYNTHETIC_ORACLE,
     VIEW,
     Subset,
     csv_name,
     image_relpath,
 )
+from mammo.oracle import ORACLE, oracle_auc
 from mammo.synth.dicom_writer import DicomSpec, PlantedPhi, encode_dicom
+from mammo.synth.lesion import DIFFICULTIES, conspicuity
 from mammo.synth.metadata import (
     DEFAULT_POSITIVE_RATE,
     MachineProfile,
@@ -49,12 +52,14 @@ from mammo.synth.metadata import (
     machine_profile,
     planted_phi,
 )
-from mammo.synth.phantom import display_window, render_breast, to_stored
+from mammo.synth.phantom import display_window, render, to_stored
 
 SMALL_SIZE: Final = (256, 208)  # rows, cols: the aspect of a 3328x2560 detector, for tests
 MAX_SIDE: Final = 8192
 _SIZE = re.compile(r"^([1-9][0-9]*)x([1-9][0-9]*)$")
 _CHUNK_MAX: Final = 64
+_DECOY_STREAM: Final = 0xDEC0  # seeds of the streams besides the image's own
+_OCCULT_STREAM: Final = 0x0CC1
 
 
 class SynthConfigError(ValueError):
@@ -80,8 +85,13 @@ class SynthConfig:
     with_test: bool = False
     test_patients: int | None = None
     workers: int | None = None
+    difficulty: str = "easy"  # a preset of mammo/synth/lesion.py: easy, realistic
 
     def __post_init__(self) -> None:
+        if self.difficulty not in DIFFICULTIES:
+            raise SynthConfigError(
+                f"difficulty must be one of {sorted(DIFFICULTIES)}, got {self.difficulty!r}"
+            )
         if self.patients < 1:
             raise SynthConfigError(f"patients must be >= 1, got {self.patients}")
         if not 0.0 <= self.positive_rate <= 1.0:
@@ -116,6 +126,7 @@ class SynthSummary:
     positive_images: int  # train images of positive breasts
     positive_breasts: int  # in train
     by_transfer_syntax: Mapping[str, int]  # all images, train and test
+    oracle_auc: float | None  # breast-level, train images; None without both classes
     elapsed_s: float
     planted_phi: frozenset[str] = field(repr=False)
 
@@ -141,6 +152,7 @@ class ImageJob:
 class SynthImage:
     pixels: npt.NDArray[np.uint16]  # (rows, cols) stored values
     spec: DicomSpec
+    oracle: float  # the known-signal observer's statistic (mammo/oracle.py)
 
 
 def explicit_size(image_size: str) -> tuple[int, int]:
@@ -185,15 +197,18 @@ def image_jobs(subset: Subset, frame: pd.DataFrame) -> Iterator[ImageJob]:
         )
 
 
-def synth_image(job: ImageJob, seed: int, image_size: str) -> SynthImage:
+def synth_image(job: ImageJob, seed: int, image_size: str, difficulty: str = "easy") -> SynthImage:
     """Draw one image and its header. Order: side of the frame (~50/50, independent of
     ImageLaterality), phantom, stored values with noise, window pairs; all from one
-    generator seeded with (seed, image_id)."""
+    generator seeded with (seed, image_id). Whether the lesion is occult in this view is
+    the breast's draw (seeded with the patient and laterality), so a breast's views agree;
+    a negative's oracle decoys come from a generator of their own, so they change nothing."""
     machine = machine_profile(job.machine_id)
     rows, cols = frame_size(image_size, machine)
     rng = np.random.default_rng([seed, job.image_id])
     faces_right = bool(rng.random() < 0.5)
-    img = render_breast(
+    spec = conspicuity(difficulty)
+    rendering = render(
         rng,
         rows,
         cols,
@@ -202,12 +217,16 @@ def synth_image(job: ImageJob, seed: int, image_size: str) -> SynthImage:
         cancer=job.cancer,
         faces_right=faces_right,
         implant=job.implant,
+        spec=spec,
+        occult=_occult(job, seed, spec.one_view_rate),
+        decoy_rng=np.random.default_rng([seed, job.image_id, _DECOY_STREAM]),
     )
+    img = rendering.image
     pixels = to_stored(img, machine.bits_stored, machine.photometric, rng)
     centers, widths = display_window(
         img, machine.bits_stored, machine.photometric, machine.window_pairs
     )
-    spec = DicomSpec(
+    dicom = DicomSpec(
         transfer_syntax=machine.transfer_syntax,
         photometric=machine.photometric,
         bits_stored=machine.bits_stored,
@@ -220,7 +239,20 @@ def synth_image(job: ImageJob, seed: int, image_size: str) -> SynthImage:
         phi=job_phi(job, seed),
         uid_seed=seed * 2**32 + job.image_id,
     )
-    return SynthImage(pixels=pixels, spec=spec)
+    return SynthImage(pixels=pixels, spec=dicom, oracle=rendering.oracle)
+
+
+def _occult(job: ImageJob, seed: int, one_view_rate: float) -> bool:
+    """Whether a positive breast's lesion hides in this image's view: the breast draws
+    once whether it has an occult view, and which (CC, or the oblique/lateral ones)."""
+    if one_view_rate <= 0.0 or not job.cancer:
+        return False
+    side = 0 if job.laterality == "L" else 1
+    rng = np.random.default_rng([seed, job.patient_id, side, _OCCULT_STREAM])
+    if rng.random() >= one_view_rate:
+        return False
+    hides_cc = bool(rng.random() < 0.5)
+    return (job.view == "CC") == hides_cc
 
 
 def job_phi(job: ImageJob, seed: int) -> PlantedPhi:
@@ -265,12 +297,16 @@ def generate(
         jobs += image_jobs(Subset.TEST, meta.test_truth)
 
     syntaxes: Counter[str] = Counter()
+    oracle: dict[int, float] = {}
     done = 0
-    for chunk_syntaxes in _run_chunks(out_dir, cfg, jobs):
-        syntaxes.update(chunk_syntaxes)
-        done += len(chunk_syntaxes)
+    for written in _run_chunks(out_dir, cfg, jobs):
+        syntaxes.update(syntax for syntax, _, _ in written)
+        oracle.update((image_id, score) for _, image_id, score in written)
+        done += len(written)
         if progress is not None:
             progress(done, len(jobs))
+    scores = oracle_frame(jobs, oracle)
+    write_atomic(out_dir / SYNTHETIC_ORACLE, scores.to_csv(index=False).encode())
 
     train = meta.train
     breasts = train.groupby([PATIENT_ID, LATERALITY])[CANCER].max()
@@ -283,6 +319,7 @@ def generate(
         positive_images=int(train[CANCER].sum()),
         positive_breasts=int(breasts.sum()),
         by_transfer_syntax=dict(sorted(syntaxes.items())),
+        oracle_auc=oracle_auc(scores[scores["subset"] == Subset.TRAIN.value]).auc,
         elapsed_s=time.perf_counter() - start,
         planted_phi=frozenset(
             value
@@ -292,18 +329,31 @@ def generate(
     )
 
 
-_Chunk = tuple[str, int, str, tuple[ImageJob, ...]]
+_Chunk = tuple[str, int, str, str, tuple[ImageJob, ...]]
 
 
-def _write_chunk(chunk: _Chunk) -> list[str]:
-    """Worker: draw, encode and write each image of a chunk; return their transfer syntaxes."""
-    out_dir, seed, image_size, jobs = chunk
+def oracle_frame(jobs: Iterable[ImageJob], oracle: Mapping[int, float]) -> pd.DataFrame:
+    """One row per image: subset, patient, image, laterality, view, cancer, the oracle's
+    statistic (what ``synthetic_oracle.csv`` in RAW holds)."""
+    rows = [
+        (job.subset.value, job.patient_id, job.image_id, job.laterality, job.view, int(job.cancer))
+        for job in jobs
+    ]
+    frame = pd.DataFrame(rows, columns=["subset", PATIENT_ID, IMAGE_ID, LATERALITY, VIEW, CANCER])
+    frame[ORACLE] = frame[IMAGE_ID].map(oracle).astype(float)
+    return frame
+
+
+def _write_chunk(chunk: _Chunk) -> list[tuple[str, int, float]]:
+    """Worker: draw, encode and write each image of a chunk; return (transfer syntax,
+    image id, oracle statistic) per image."""
+    out_dir, seed, image_size, difficulty, jobs = chunk
     written = []
     for job in jobs:
-        image = synth_image(job, seed, image_size)
+        image = synth_image(job, seed, image_size, difficulty)
         path = Path(out_dir) / image_relpath(job.subset, job.patient_id, job.image_id)
         write_atomic(path, encode_dicom(image.pixels, image.spec))
-        written.append(image.spec.transfer_syntax)
+        written.append((image.spec.transfer_syntax, job.image_id, image.oracle))
     return written
 
 
@@ -311,14 +361,16 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)  # one process per core already
 
 
-def _run_chunks(out_dir: Path, cfg: SynthConfig, jobs: list[ImageJob]) -> Iterable[list[str]]:
+def _run_chunks(
+    out_dir: Path, cfg: SynthConfig, jobs: list[ImageJob]
+) -> Iterable[list[tuple[str, int, float]]]:
     """Chunks of consecutive rows (one patient's images stay together mostly), in order for
     one worker, as they finish for several. Workers are spawned, never forked, so a
     threaded caller (Prefect, Ray) is safe."""
     workers = min(cfg.n_workers, max(1, len(jobs)))
     size = max(1, min(_CHUNK_MAX, len(jobs) // (workers * 8)))
     chunks = [
-        (str(out_dir), cfg.seed, cfg.image_size, tuple(jobs[i : i + size]))
+        (str(out_dir), cfg.seed, cfg.image_size, cfg.difficulty, tuple(jobs[i : i + size]))
         for i in range(0, len(jobs), size)
     ]
     if workers == 1:

@@ -9,7 +9,7 @@
    views, an optional implant, background;
 2. upsampled to (rows, cols) with cv2.resize;
 3. lesions at full resolution for positives (a spiculated mass and/or a calcification
-   cluster), then rare oddities (bright stripes);
+   cluster, mammo/synth/lesion.py), then rare oddities (bright stripes);
 4. clipped to [0, 1] and mirrored when the breast faces left.
 ``to_stored`` then turns intensities into noisy stored values; ``display_window`` picks
 Window Center/Width pairs that show the tissue.
@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mammo.contract import DENSITIES, View
+from mammo.synth.lesion import EASY, Conspicuity, draw_lesions, matched_filter, stamp
 
 FloatImage = npt.NDArray[np.float32]
 
@@ -71,8 +72,45 @@ def render_breast(
 
     ``density`` is the BI-RADS density letter (A..D, or None for a random one); positives
     (``cancer``) carry a mass (5-9 % of the breast depth, spiculated) and/or a
-    microcalcification cluster inside the breast.
+    microcalcification cluster inside the breast (the easy lesions of mammo/synth/lesion.py).
     """
+    return render(
+        rng,
+        rows,
+        cols,
+        view=view,
+        density=density,
+        cancer=cancer,
+        faces_right=faces_right,
+        implant=implant,
+        oddity_rate=oddity_rate,
+    ).image
+
+
+@dataclass(frozen=True)
+class Rendering:
+    image: FloatImage  # (rows, cols) in [0, 1]
+    oracle: float  # the known-signal observer's statistic (mammo/synth/lesion.py)
+
+
+def render(
+    rng: np.random.Generator,
+    rows: int,
+    cols: int,
+    *,
+    view: str,
+    density: str | None,
+    cancer: bool,
+    faces_right: bool,
+    implant: bool = False,
+    oddity_rate: float = ODDITY_RATE,
+    spec: Conspicuity = EASY,
+    occult: bool = False,
+    decoy_rng: np.random.Generator | None = None,
+) -> Rendering:
+    """render_breast with lesions drawn from ``spec``, dimmed by dense tissue and in an
+    ``occult`` view, and the oracle's statistic: at the planted lesions of a positive, at
+    lesions drawn from ``decoy_rng`` (the same distribution, never added) for a negative."""
     if rows < 32 or cols < 32:
         raise PhantomError(f"frame {rows}x{cols} is smaller than 32x32")
     if density is not None and density not in DENSITIES:
@@ -91,12 +129,22 @@ def render_breast(
     if (h, w) != (rows, cols):
         # (h, w) -> (rows, cols), float32
         img = np.asarray(cv2.resize(img, (cols, rows), interpolation=cv2.INTER_LINEAR), np.float32)
+    candidates = np.flatnonzero((breast.rho < 0.75) & (breast.pectoral < 0.1))
+    if candidates.size == 0:
+        candidates = np.flatnonzero(breast.rho < 1.0)
+    depth = breast.depth * cols / w  # full-resolution pixels
+    lesions = []
     if cancer:
-        _add_lesions(rng, img, breast, rows / h, cols / w)
+        lesions = draw_lesions(rng, (rows, cols), candidates, (h, w), depth, spec)
+        stamp(img, lesions, spec.visibility(density, occult))
+    elif decoy_rng is not None:
+        lesions = draw_lesions(decoy_rng, (rows, cols), candidates, (h, w), depth, spec)
     if rng.random() < oddity_rate:
         _add_stripes(rng, img)
     np.clip(img, 0.0, 1.0, out=img)
-    return img if faces_right else np.ascontiguousarray(img[:, ::-1])
+    oracle = matched_filter(img, lesions) if lesions else 0.0
+    image = img if faces_right else np.ascontiguousarray(img[:, ::-1])
+    return Rendering(image=image, oracle=oracle)
 
 
 def to_stored(
@@ -211,73 +259,6 @@ def _tissue(
     body = np.maximum(edge, pectoral)
     img: FloatImage = np.float32(background) + body * (tissue - np.float32(background))
     return img
-
-
-def _add_lesions(
-    rng: np.random.Generator, img: FloatImage, breast: _Breast, sy: float, sx: float
-) -> None:
-    """Add a mass and/or a calcification cluster at full resolution, in place."""
-    mass = rng.random() < 0.9  # a mass of 1-2 cm is the signal a small CNN learns first
-    calcs = rng.random() < 0.45 or not mass
-    candidates = np.flatnonzero((breast.rho < 0.75) & (breast.pectoral < 0.1))
-    if candidates.size == 0:
-        candidates = np.flatnonzero(breast.rho < 1.0)
-    depth = breast.depth * sx  # full-resolution pixels
-    for kind_is_mass in (True, False):
-        if (kind_is_mass and not mass) or (not kind_is_mass and not calcs):
-            continue
-        y, x = np.unravel_index(int(rng.choice(candidates)), breast.rho.shape)
-        cy, cx = (y + rng.random()) * sy, (x + rng.random()) * sx
-        if kind_is_mass:
-            _stamp_mass(rng, img, cy, cx, max(2.5, rng.uniform(0.05, 0.09) * depth))
-        else:
-            _stamp_calcifications(rng, img, cy, cx, depth)
-
-
-def _patch(img: FloatImage, cy: float, cx: float, half: int) -> tuple[slice, slice]:
-    rows, cols = img.shape
-    y0, x0 = max(0, int(cy) - half), max(0, int(cx) - half)
-    return slice(y0, min(rows, int(cy) + half + 1)), slice(x0, min(cols, int(cx) + half + 1))
-
-
-def _stamp_mass(rng: np.random.Generator, img: FloatImage, cy: float, cx: float, r0: float) -> None:
-    """A bright mass of radius ~r0 with an irregular outline and 5..11 spicules."""
-    ys, xs = _patch(img, cy, cx, math.ceil(2.6 * r0) + 2)
-    dy = np.arange(ys.start, ys.stop, dtype=np.float32)[:, None] - np.float32(cy)  # (ph, 1)
-    dx = np.arange(xs.start, xs.stop, dtype=np.float32)[None, :] - np.float32(cx)  # (1, pw)
-    r, theta = np.hypot(dy, dx), np.arctan2(dy, dx)  # (ph, pw)
-    outline = np.full_like(r, r0)
-    for k in (2, 3, 4, 5):
-        outline += np.float32(r0 * rng.uniform(0.0, 0.1)) * np.sin(k * theta + rng.uniform(0, 6.3))
-    body = np.clip((outline - r) / np.float32(max(0.7, 0.12 * r0)) + 0.5, 0, 1)
-    body *= 0.75 + 0.25 * np.sqrt(np.clip(1 - np.square(r / outline), 0, 1))
-    spicules = np.zeros_like(r)
-    width = max(0.6, 0.07 * r0)
-    for angle in rng.uniform(0, 2 * np.pi, int(rng.integers(5, 12))):
-        length = r0 * rng.uniform(1.4, 2.5)
-        along = dx * np.float32(np.cos(angle)) + dy * np.float32(np.sin(angle))
-        across = dy * np.float32(np.cos(angle)) - dx * np.float32(np.sin(angle))
-        line = np.exp(-np.square(across / np.float32(width))) * np.clip(1 - along / length, 0, 1)
-        np.maximum(spicules, line * (along > 0), out=spicules)
-    img[ys, xs] += np.float32(rng.uniform(0.4, 0.55)) * np.maximum(body, 0.6 * spicules)
-
-
-def _stamp_calcifications(
-    rng: np.random.Generator, img: FloatImage, cy: float, cx: float, depth: float
-) -> None:
-    """6..15 bright specks within a disc of a few % of the breast depth."""
-    radius = max(3.0, rng.uniform(0.02, 0.035) * depth)
-    sigma = max(0.55, 0.0025 * depth)
-    ys, xs = _patch(img, cy, cx, math.ceil(radius + 4 * sigma))
-    yy = np.arange(ys.start, ys.stop, dtype=np.float32)[:, None]  # (ph, 1)
-    xx = np.arange(xs.start, xs.stop, dtype=np.float32)[None, :]  # (1, pw)
-    specks = np.zeros((yy.shape[0], xx.shape[1]), dtype=np.float32)
-    for _ in range(int(rng.integers(6, 16))):
-        r, a = radius * math.sqrt(rng.random()), rng.uniform(0, 2 * np.pi)
-        py, px = np.float32(cy + r * math.sin(a)), np.float32(cx + r * math.cos(a))
-        d2 = np.square(yy - py) + np.square(xx - px)
-        specks += np.float32(rng.uniform(0.4, 0.6)) * np.exp(d2 / np.float32(-2 * sigma**2))
-    img[ys, xs] += specks
 
 
 def _add_stripes(rng: np.random.Generator, img: FloatImage) -> None:

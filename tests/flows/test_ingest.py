@@ -196,8 +196,8 @@ def test_ingest_from_s3_to_s3(stack: None, s3_endpoint: str, raw_source: Path) -
     create_bucket("mammo-raw")
     create_bucket("mammo-out")
     uploaded = upload_tree(str(raw_source), "mammo-raw", "rsna")
-    # every DICOM, train.csv and the generator's synthetic.json
-    assert uploaded == len(pd.read_csv(raw_source / "train.csv")) + 2
+    # every DICOM, train.csv and the generator's synthetic.json and synthetic_oracle.csv
+    assert uploaded == len(pd.read_csv(raw_source / "train.csv")) + 3
 
     summary = run_ingest("s3://mammo-raw/rsna", "s3://mammo-out/decoded")
 

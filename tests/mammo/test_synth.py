@@ -327,7 +327,7 @@ def test_every_csv_row_has_its_file_and_every_file_its_row(
     }
     found = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     # no temporary files left over
-    assert found == expected | {"train.csv", "test.csv", c.SYNTHETIC_MARKER}
+    assert found == expected | {"train.csv", "test.csv", c.SYNTHETIC_MARKER, c.SYNTHETIC_ORACLE}
     assert summary.images == len(train) and summary.test_images == len(test)
     assert summary.patients == 6 and summary.test_patients == 2
     assert sum(summary.by_transfer_syntax.values()) == len(expected)
@@ -421,6 +421,7 @@ def test_explicit_and_full_sizes_are_drawn_at_that_size(tmp_path: Path) -> None:
         pytest.param({"image_size": "10x10"}, id="size-too-small"),
         pytest.param({"workers": 0}, id="no-workers"),
         pytest.param({"with_test": True, "test_patients": 0}, id="empty-test-set"),
+        pytest.param({"difficulty": "hard"}, id="unknown-difficulty"),
     ],
 )
 def test_bad_configs_raise(kwargs: dict[str, object]) -> None:
