@@ -3,7 +3,11 @@ reference, the breast-level AUC against scikit-learn, and the presets' oracle AU
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -107,9 +111,9 @@ def test_oracle_auc_is_scikit_learns_on_the_breast_means() -> None:
     frame = pd.DataFrame(rows, columns=[c.PATIENT_ID, c.LATERALITY, c.CANCER, ORACLE])
     for how in ("mean", "max"):
         breasts = frame.groupby([c.PATIENT_ID, c.LATERALITY]).agg({c.CANCER: "max", ORACLE: how})
-        got = oracle_auc(frame, how)  # type: ignore[arg-type]
+        got = oracle_auc(frame, how)
         assert got.auc == pytest.approx(roc_auc_score(breasts[c.CANCER], breasts[ORACLE]))
-        assert got.ci_low is not None and got.ci_high is not None
+        assert got.auc is not None and got.ci_low is not None and got.ci_high is not None
         assert got.ci_low < got.auc < got.ci_high and got.breasts == 120
     assert oracle_auc(frame.assign(**{c.CANCER: 0})).auc is None
 
@@ -132,3 +136,27 @@ def test_the_presets_oracle_auc(difficulty: str, low: float, high: float) -> Non
 def test_unknown_difficulty_names_the_presets() -> None:
     with pytest.raises(ValueError, match=r"easy.*realistic"):
         conspicuity("hard")
+
+
+def test_mammo_synth_realistic_writes_the_oracle_and_prints_its_auc(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    argv = [sys.executable, "-m", "flows.cli", "synth", str(raw), "--patients", "60"]
+    argv += ["--positive-rate", "0.3", "--difficulty", "realistic", "--workers", "1"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    scores = pd.read_csv(raw / c.SYNTHETIC_ORACLE)
+    train = pd.read_csv(raw / c.csv_name(c.Subset.TRAIN))
+    assert sorted(scores[c.IMAGE_ID]) == sorted(train[c.IMAGE_ID])
+    auc = oracle_auc(scores).auc
+    assert auc is not None and f"breast-level AUC {auc:.3f} (realistic lesions" in done.stdout
+    assert json.loads((raw / c.SYNTHETIC_MARKER).read_text())["difficulty"] == "realistic"
+
+    bad = subprocess.run(
+        [*argv[:4], str(tmp_path / "other"), "--difficulty", "hard"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "invalid choice: 'hard'" in bad.stderr
