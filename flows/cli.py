@@ -449,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patients", type=int, default=60)
     p.set_defaults(handler=cmd_demo)
 
-    from mammo.synth.lesion import DIFFICULTIES
+    from mammo.synth import DIFFICULTY_NAMES
 
     p = sub.add_parser("synth", help="write a synthetic RSNA-layout data set")
     p.add_argument("out", help="directory to write train.csv and train_images/ to")
@@ -461,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument(
         "--difficulty",
-        choices=sorted(DIFFICULTIES),
+        choices=DIFFICULTY_NAMES,
         default="easy",
         help="lesion conspicuity: easy (every model finds them), realistic (oracle AUC ~0.88)",
     )

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from mammo.synth import DIFFICULTY_NAMES
+
 FloatImage = npt.NDArray[np.float32]
 Range = tuple[float, float]
 
@@ -62,7 +64,9 @@ REALISTIC = Conspicuity(
     one_view_rate=0.2,
     occult_visibility=0.15,
 )
-DIFFICULTIES: Mapping[str, Conspicuity] = {"easy": EASY, "realistic": REALISTIC}
+DIFFICULTIES: Mapping[str, Conspicuity] = dict(
+    zip(DIFFICULTY_NAMES, (EASY, REALISTIC), strict=True)
+)
 
 
 class DifficultyError(ValueError):
@@ -121,11 +125,8 @@ def draw_lesions(
 
 def stamp(img: FloatImage, lesions: Sequence[Lesion], visibility: float = 1.0) -> None:
     """Add each lesion's template, times ``visibility``, to ``img`` in place."""
-    for lesion in lesions:
-        if visibility == 1.0:
-            img[lesion.rows, lesion.cols] += lesion.template
-        else:
-            img[lesion.rows, lesion.cols] += np.float32(visibility) * lesion.template
+    for lesion in lesions:  # times 1.0 is exact: easy sets keep their bytes
+        img[lesion.rows, lesion.cols] += np.float32(visibility) * lesion.template
 
 
 def matched_filter(img: FloatImage, lesions: Sequence[Lesion]) -> float:
