@@ -11,8 +11,9 @@ Devices are arguments; mixed precision (fp16 autocast + GradScaler) is used only
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -37,6 +38,7 @@ from mammo.contract import (
 )
 from mammo.metrics import AGGREGATIONS, Aggregation, binary_report, multiclass_report
 from mammo.models import ModelSpec, create_model, list_models
+from mammo.pretrained import SUFFIXES, load_pretrained
 from mammo.sampling import SamplerKind
 
 BINARY_TARGETS = (CANCER, BIOPSY, INVASIVE)
@@ -56,6 +58,7 @@ class TrainConfig:
     """What to train; saved with every model (``to_dict``)."""
 
     model: str = "small_cnn"
+    pretrained: str | None = None  # a local weights file for the backbone (mammo/pretrained.py)
     image_rows: int = 512
     image_cols: int = 256
     target: str = CANCER
@@ -86,6 +89,10 @@ class TrainConfig:
         if self.model not in list_models():
             raise TrainConfigError(f"unknown model {self.model!r}; known: {list_models()}")
         Target.for_column(self.target)
+        if self.pretrained is not None and Path(self.pretrained).suffix not in SUFFIXES:
+            raise TrainConfigError(
+                f"pretrained weights must be a {' or '.join(SUFFIXES)} file: {self.pretrained}"
+            )
         positive = ("image_rows", "image_cols", "epochs", "batch_size", "num_workers")
         for name in positive:
             if getattr(self, name) < 1:
@@ -240,7 +247,17 @@ def build_model(cfg: TrainConfig, target: Target, metadata_features: int = 0) ->
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        return create_model(cfg.model, spec)
+        model = create_model(cfg.model, spec)
+    if cfg.pretrained is not None:
+        load_pretrained(model.backbone, cfg.pretrained)
+    return model
+
+
+def check_pretrained(cfg: TrainConfig) -> None:
+    """Raise PretrainedError now if ``cfg.pretrained`` is unreadable or does not fit
+    ``cfg.model``'s backbone (before a cluster starts); nothing to check without one."""
+    if cfg.pretrained is not None:
+        load_pretrained(create_model(cfg.model, ModelSpec()).backbone, cfg.pretrained)
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -288,9 +305,11 @@ def train_epoch(
     device: torch.device,
     augment: AugmentConfig | None = None,
     generator: torch.Generator | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> float:
     """``train_step`` over ``batches``, augmenting each on ``device`` first when ``augment``
-    is given (training rows only); returns the mean loss weighted by batch size."""
+    is given (training rows only), calling ``after_step`` after each optimizer step (an
+    EMA update, for instance); returns the mean loss weighted by batch size."""
     if augment is not None and generator is None:
         raise TrainConfigError("augmentation needs a seeded torch.Generator")
     total, count = 0.0, 0
@@ -301,13 +320,22 @@ def train_epoch(
         n = int(batch.labels.shape[0])
         total += train_step(model, batch, optimizer, loss_fn, scaler, device) * n
         count += n
+        if after_step is not None:
+            after_step()
     return total / count if count else math.nan
 
 
 def predict_batches(
-    model: nn.Module, batches: Iterable[Batch], device: torch.device, amp: bool = False
+    model: nn.Module,
+    batches: Iterable[Batch],
+    device: torch.device,
+    amp: bool = False,
+    vflip: bool = False,
 ) -> npt.NDArray[np.float32]:
-    """Logits (N, num_outputs) float32 for the batches, in order (eval mode, no gradients)."""
+    """Logits (N, num_outputs) float32 for the batches, in order (eval mode, no gradients).
+
+    ``vflip``: test-time augmentation, the mean of the logits of each image and of its
+    top-bottom mirror (the flip training augments with; there is no left-right one)."""
     model.eval()
     outputs: list[npt.NDArray[np.float32]] = []
     with (
@@ -317,10 +345,24 @@ def predict_batches(
         for batch in batches:
             on_device = batch.to(device)
             logits: Tensor = model(on_device.images, on_device.metadata)
+            if vflip:  # (N, 1, H, W): dim 2 is the rows
+                mirrored: Tensor = model(on_device.images.flip(dims=(2,)), on_device.metadata)
+                logits = (logits.float() + mirrored.float()) / 2
             outputs.append(logits.float().cpu().numpy())
     if not outputs:
         return np.zeros((0, 0), dtype=np.float32)
     return np.concatenate(outputs, axis=0)
+
+
+def weight_ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """An exponential moving average of ``model``'s weights and BatchNorm statistics:
+    call ``update_parameters(model)`` after each optimizer step; the average is a model."""
+    if not 0.0 < decay < 1.0:
+        raise TrainConfigError(f"EMA decay must be in (0, 1), got {decay}")
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    average = get_ema_multi_avg_fn(decay)  # type: ignore[no-untyped-call]  # torch leaves it bare
+    return AveragedModel(model, multi_avg_fn=average, use_buffers=True)
 
 
 class EarlyStopping:

@@ -27,6 +27,7 @@ from mammo.training import (
     predict_batches,
     train_epoch,
     train_step,
+    weight_ema,
 )
 
 CPU = torch.device("cpu")
@@ -208,6 +209,43 @@ def test_predict_batches_keeps_order_and_is_deterministic() -> None:
     assert whole.shape == (10, 1) and whole.dtype == np.float32
     np.testing.assert_allclose(whole, parts, rtol=1e-5, atol=1e-6)
     assert not model.training
+
+
+def test_vflip_test_time_augmentation_is_the_mean_of_the_image_and_its_mirror() -> None:
+    images, labels = _separable(6, seed=4)
+    model = build_model(TrainConfig(), Target.for_column(CANCER))
+    plain = predict_batches(model, [make_batch(images, labels)], CPU)
+    mirrored = predict_batches(model, [make_batch(images[:, ::-1, :].copy(), labels)], CPU)
+    tta = predict_batches(model, [make_batch(images, labels)], CPU, vflip=True)
+    np.testing.assert_allclose(tta, (plain + mirrored) / 2, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(plain, mirrored)  # the lesion's row matters: the test can fail
+
+
+def test_weight_ema_follows_the_weights_after_each_step() -> None:
+    images, labels = _separable(24, seed=5)
+    cfg, target = TrainConfig(seed=1, dropout=0.0), Target.for_column(CANCER)
+    model = build_model(cfg, target)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    decay = 0.25  # not 0.5: the blend must tell old from new
+    ema = weight_ema(model, decay)
+    steps: list[dict[str, torch.Tensor]] = []
+
+    def record() -> None:
+        ema.update_parameters(model)
+        steps.append({k: v.clone() for k, v in model.state_dict().items()})
+
+    batches = [make_batch(images[i : i + 8], labels[i : i + 8].astype(np.float32)) for i in (0, 8)]
+    train_epoch(
+        model, batches, make_optimizer(model, cfg), target.loss_fn(), None, CPU, after_step=record
+    )
+    assert len(steps) == 2
+    name = "head.1.weight"
+    # torch's EMA starts from the first update's weights, then blends: (1-d) new + d old
+    expected = decay * steps[0][name] + (1 - decay) * steps[1][name]
+    torch.testing.assert_close(ema.module.state_dict()[name], expected)
+    assert not torch.equal(ema.module.state_dict()[name], start[name])
+    with pytest.raises(TrainConfigError, match="decay"):
+        weight_ema(model, 1.0)
 
 
 def test_build_model_is_seeded_and_leaves_the_global_rng_alone() -> None:
