@@ -32,6 +32,7 @@ def _preprocess_overrides(args: argparse.Namespace) -> dict[str, object] | None:
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     pairs = {
         "model": args.model,
+        "pretrained": args.pretrained and str(Path(args.pretrained).resolve()),
         "target": args.target,
         "epochs": args.epochs,
         "batch_size": args.batch_size,
@@ -638,6 +639,13 @@ def _add_ingest_args(p: argparse.ArgumentParser, out_required: bool) -> None:
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training (defaults: mammo.training.TrainConfig)")
     g.add_argument("--model", default=None, help="small_cnn, resnet18 or resnet34")
+    g.add_argument(
+        "--pretrained",
+        default=None,
+        metavar="PATH",
+        help="backbone weights: a local .safetensors or .pth, e.g. exported from timm or "
+        "torchvision (docs/training.md); readable by every training worker",
+    )
     g.add_argument("--target", default=None, help="cancer (default) or density, ...")
     g.add_argument("--epochs", type=int, default=None)
     g.add_argument("--batch-size", type=int, default=None)

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -150,7 +151,11 @@ def small_cnn(in_channels: int) -> tuple[nn.Module, int]:
 
 
 class BasicBlock(nn.Module):
-    """ResNet basic block: two 3x3 convs with a residual (1x1 projection when shapes change)."""
+    """ResNet basic block: two 3x3 convs with a residual (1x1 projection when shapes change).
+
+    Attribute names are torchvision's and timm's (conv1, bn1, conv2, bn2, downsample), so
+    their exported weights load by key (mammo/pretrained.py).
+    """
 
     def __init__(self, c_in: int, c_out: int, stride: int) -> None:
         super().__init__()
@@ -159,40 +164,51 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(c_out, c_out, 3, stride=1, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(c_out)
         nn.init.zeros_(self.bn2.weight)  # each block starts as the identity
-        self.shortcut: nn.Module = nn.Identity()
+        self.downsample: nn.Module = nn.Identity()
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(
+            self.downsample = nn.Sequential(
                 nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
             )
 
     def forward(self, x: Tensor) -> Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        residual: Tensor = self.shortcut(x)
+        residual: Tensor = self.downsample(x)
         return torch.relu(out + residual)
 
 
-def _resnet(in_channels: int, layers: tuple[int, int, int, int]) -> tuple[nn.Module, int]:
+class ResNet(nn.Module):
     """ResNet with BasicBlocks: stem (7x7/2 conv, 3x3/2 max pool), four stages of widths
-    64-128-256-512 (stages 2-4 stride 2), global average pool -> (N, 512)."""
-    modules: list[nn.Module] = [
-        nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False),
-        nn.BatchNorm2d(64),
-        nn.ReLU(inplace=True),
-        nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
-    ]
-    c_in = 64
-    for stage, (n_blocks, width) in enumerate(zip(layers, (64, 128, 256, 512), strict=True)):
-        for i in range(n_blocks):
-            stride = 2 if stage > 0 and i == 0 else 1
-            modules.append(BasicBlock(c_in, width, stride))
-            c_in = width
-    modules += [nn.AdaptiveAvgPool2d(1), nn.Flatten(1)]  # (N, 512, h, w) -> (N, 512)
-    backbone = nn.Sequential(*modules)
-    for module in backbone.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-    return backbone, c_in
+    64-128-256-512 (stages 2-4 stride 2), global average pool -> (N, 512). No ``fc``: the
+    Classifier's head replaces it."""
+
+    def __init__(self, in_channels: int, layers: tuple[int, int, int, int]) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        c_in, stages = 64, []
+        for stage, (n_blocks, width) in enumerate(zip(layers, (64, 128, 256, 512), strict=True)):
+            blocks = []
+            for i in range(n_blocks):
+                blocks.append(BasicBlock(c_in, width, 2 if stage > 0 and i == 0 else 1))
+                c_in = width
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.features = c_in
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))  # (N, C, H, W) -> (N, 64, H/4, W/4)
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))  # -> (N, 512, H/32, W/32)
+        return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)  # -> (N, 512)
+
+
+def _resnet(in_channels: int, layers: tuple[int, int, int, int]) -> tuple[nn.Module, int]:
+    backbone = ResNet(in_channels, layers)
+    return backbone, backbone.features
 
 
 @register_model("resnet18")

@@ -19,7 +19,7 @@ from mammo.drift import DriftSettings
 from mammo.preprocess import PreprocessConfig
 from mammo.protocol import PromotionProtocol
 from mammo.splits import SplitConfig
-from mammo.training import TrainConfig
+from mammo.training import TrainConfig, check_pretrained
 from mammo.validation import ValidationConfig
 from tasks.storage import StorageError, open_store
 
@@ -42,11 +42,17 @@ def _promotion(values: dict[str, Any]) -> object:
     return settings
 
 
+def _train(values: dict[str, Any]) -> object:
+    config = TrainConfig.from_dict(values)
+    check_pretrained(config)  # the weights file is read and fitted before anything starts
+    return config
+
+
 SECTIONS = {
     "ingest": (IngestSettings, lambda v: IngestSettings(**v)),
     "preprocess": (PreprocessConfig, lambda v: PreprocessConfig(**v)),
     "split": (SplitConfig, SplitConfig.from_dict),
-    "train": (TrainConfig, TrainConfig.from_dict),
+    "train": (TrainConfig, _train),
     "validation": (ValidationBands, lambda v: ValidationConfig(**v)),
     "promotion": (PromotionSettings, _promotion),
     "monitor": (DriftSettings, lambda v: DriftSettings(**v)),

@@ -32,8 +32,9 @@ from mammo import tags as t
 from mammo.drift_report import reference_profile
 from mammo.features import MetadataEncoder
 from mammo.models import Classifier
+from mammo.pretrained import PretrainedError
 from mammo.splits import Split, SplitConfig, assign_splits
-from mammo.training import Target, TrainConfig, build_model
+from mammo.training import Target, TrainConfig, build_model, check_pretrained
 from tasks import tracking
 from tasks.cluster import cluster_gpus, cluster_resources, ensure_ray, publish_training_metrics
 from tasks.lineage import manifest_hash
@@ -125,6 +126,10 @@ def train_model(
     logger = run_logger()
     cfg, split_cfg = TrainConfig.from_dict(train_config), SplitConfig.from_dict(split_config)
     target = Target.for_column(cfg.target)
+    try:
+        check_pretrained(cfg)
+    except PretrainedError as error:
+        raise TrainingError(f"--pretrained: {error}") from error
     frame = load_frame(data, cfg, split_cfg)
     rows = {s.value: int((frame[c.SPLIT] == s.value).sum()) for s in SPLITS}
     if rows[Split.TRAIN] == 0 or rows[Split.VAL] == 0:
