@@ -30,6 +30,7 @@ BENCHMARKS = (
     "train_input",
     "fanout",
     "drift_false_alarms",
+    "model_quality",
 )
 SUMMARY_FILE = "results.md"
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 
 from benchmarks import (
@@ -21,6 +22,7 @@ from benchmarks import (
     fast_decode,
     incremental,
     ingest_vs_ceiling,
+    model_quality,
     peer_baseline,
     scale_count,
     train_input,
@@ -283,3 +285,78 @@ def test_drift_false_alarms_smoke_counts_every_night(tmp_path: Path) -> None:
     assert saved["summary"]["nights"] == 5
     assert 0 <= saved["summary"]["nights_with_a_finding"] <= 5
     assert saved["summary"]["false_alarm_rate"] == saved["summary"]["nights_with_a_finding"] / 5
+
+
+def _bright_square_part(patients: int, seed: int) -> model_quality.Part:
+    """Two views per breast, two breasts per patient; a positive breast's views carry a
+    bright square a small CNN finds in one epoch; the oracle is the square's mean."""
+    rng = np.random.default_rng(seed)
+    rows, images = [], []
+    for patient in range(patients):
+        for side, positive in (("L", patient % 2), ("R", 0)):
+            for _ in range(2):
+                image = rng.integers(0, 60, size=(64, 32), dtype=np.uint8)
+                if positive:
+                    image[20:36, 8:24] = 220
+                images.append(image)
+                rows.append(
+                    (
+                        len(rows) + 1,
+                        seed * 1000 + patient,
+                        side,
+                        positive,
+                        float(image[20:36, 8:24].mean()),
+                    )
+                )
+    frame = pd.DataFrame(rows, columns=["image_id", "patient_id", "laterality", "cancer", "oracle"])
+    return model_quality.Part(np.stack(images), frame)
+
+
+def test_model_quality_harness_learns_a_visible_lesion_and_scores_it_against_the_oracle(
+    tmp_path: Path,
+) -> None:
+    from mammo.splits import Split
+
+    parts = {
+        Split.TRAIN: _bright_square_part(24, 1),
+        Split.VAL: _bright_square_part(8, 2),
+        Split.HOLDOUT: _bright_square_part(10, 3),
+    }
+    base = model_quality.TrainConfig(
+        image_rows=64, image_cols=32, epochs=3, batch_size=8, amp=False
+    )
+    recipes = [r for r in model_quality.RECIPES if r.name in ("baseline", "no_augment")]
+    result = model_quality.measure(parts, recipes, base, 0.9, {}, smoke=True)
+    assert result.summary["oracle_auc"] == 1.0 and result.summary["test_breasts"] == 20
+    assert len(result.table) == 2 * len(model_quality.SCORINGS)
+    by = {(row["recipe"], row["scoring"]): row for row in result.table}
+    learned = by[("no_augment", "mean")]
+    assert learned["test_auc"] > 0.9, learned  # a visible square is found
+    assert learned["ratio_to_oracle"] == learned["test_auc"]  # the oracle is perfect here
+    assert by[("baseline", "mean")]["delta_vs_baseline"] == 0.0
+    for row in result.table:
+        assert 1 <= row["best_epoch"] <= row["epochs"] <= 3
+        assert 0 <= row["pf1"] <= 1 and 0 <= row["f1_at_val_thr"] <= 1
+        assert _positive(row["train_images_per_s"]) and _positive(row["s_per_epoch"])
+
+
+@pytest.mark.integration
+def test_model_quality_smoke(stack: None, cache: Path, tmp_path: Path) -> None:
+    from mammo.oracle import oracle_auc
+    from mammo.splits import SplitConfig, assign_splits
+
+    result = model_quality.main(_cli(cache, tmp_path, "--recipes", "baseline", "oversample"))
+    saved = _check_written(result, tmp_path)
+    assert [row["recipe"] for row in result.table] == ["baseline"] * 4 + ["oversample"] * 4
+    assert {row["scoring"] for row in result.table} == {"mean", "max", "tta", "ema"}
+    # the ceiling, recomputed from the generator's oracle file and the same patient split
+    raw = next((cache / "sets").glob("quality-realistic-*"))
+    oracle = pd.read_csv(raw / "synthetic_oracle.csv")
+    oracle = oracle[oracle["subset"] == "train"].reset_index(drop=True)
+    split = SplitConfig(**saved["params"]["split"])
+    test = oracle[assign_splits(oracle, split, "cancer") == "holdout"]
+    expected = oracle_auc(test, "mean")
+    assert result.summary["oracle_auc"] == pytest.approx(expected.auc)
+    assert result.summary["test_breasts"] == expected.breasts
+    images = saved["params"]
+    assert images["train_images"] + images["val_images"] + images["test_images"] == len(oracle)

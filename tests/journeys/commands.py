@@ -114,6 +114,9 @@ COMMANDS: Final[dict[str, str]] = {
     "python -m benchmarks.scale_count --images 54706": SMOKE + "test_scale_count_smoke",
     "python -m benchmarks.incremental --images 5000": SMOKE + "test_incremental_smoke",
     "python -m benchmarks.train_input --patients 40 --epochs 3": SMOKE + "test_train_input_smoke",
+    "python -m benchmarks.model_quality": SMOKE + "test_model_quality_smoke",
+    "python -m benchmarks.model_quality --recipes baseline resnet18 --epochs 4": SMOKE
+    + "test_model_quality_smoke",
     "python -m benchmarks.fanout --images 2000": FANOUT,
     "python -m benchmarks.fanout --images 2000 --repeats 3": FANOUT,
     "python -m benchmarks.fanout --images 200 --image-size full": FANOUT,
