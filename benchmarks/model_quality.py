@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import torch
 
 from benchmarks.common import (
@@ -46,7 +45,7 @@ from benchmarks.common import (
     synth_set,
 )
 from mammo import contract as c
-from mammo.metrics import Aggregation, aggregate_breasts, best_threshold_f1, binary_report
+from mammo.metrics import Aggregation, aggregate_breasts, best_threshold_f1, probabilistic_f1
 from mammo.oracle import ORACLE, oracle_auc
 from mammo.roc import delong_auc, paired_delong
 from mammo.sampling import epoch_batches
@@ -140,8 +139,9 @@ def load_parts(raw: Path, out: Path, rows: int, cols: int, split: SplitConfig) -
     wanted = split_rows(frame, Target.for_column(c.CANCER), None, rows, cols)
     images: dict[int, np.ndarray] = {}
     for shard in sorted(frame[c.SHARD].unique()):
-        table = pq.read_table(
-            out / shard,
+        table = read_parquet(
+            store,
+            shard,
             columns=[c.IMAGE_ID, c.FINGERPRINT, c.PNG, c.PATIENT_ID, c.LATERALITY, c.SITE_ID],
         )
         batch = {name: table[name].to_numpy(zero_copy_only=False) for name in table.column_names}
@@ -164,15 +164,14 @@ class Trained:
     weights: dict[bool, dict[str, torch.Tensor]]  # ema? -> best-validation state dict
     model: torch.nn.Module
     ema_model: torch.nn.Module
-    epochs: int
     best_epoch: dict[bool, int]
-    epoch_s: list[float]
+    epoch_s: list[float]  # one per epoch run
     train_images: int
 
 
 def _breasts(part: Part, logits: np.ndarray, how: Aggregation) -> pd.DataFrame:
-    frame = part.rows.assign(**{PROB: 1 / (1 + np.exp(-logits[:, 0].astype(np.float64)))})
-    return aggregate_breasts(frame, PROB, how)
+    probabilities = Target.for_column(c.CANCER).probabilities(logits)
+    return aggregate_breasts(part.rows.assign(**{PROB: probabilities}), PROB, how)
 
 
 def _val_auc(model: torch.nn.Module, val: Part) -> float:
@@ -190,10 +189,11 @@ def train_recipe(cfg: TrainConfig, train: Part, val: Part, ema_decay: float) -> 
     optimizer, loss_fn = make_optimizer(model, cfg), target.loss_fn()
     generator = torch.Generator().manual_seed(cfg.seed)
     labels = train.rows[c.CANCER].to_numpy(np.float32)
-    stoppers = {False: EarlyStopping(cfg.early_stopping_patience), True: EarlyStopping(2**30)}
+    # one tracker each for the model and its EMA; only the model's decides when to stop
+    stoppers = {use_ema: EarlyStopping(cfg.early_stopping_patience) for use_ema in (False, True)}
     best: dict[bool, dict[str, torch.Tensor]] = {}
     best_epoch = {False: -1, True: -1}
-    seconds, images, epoch = [], 0, 0
+    seconds, images = [], 0
     for epoch in range(cfg.epochs):
         plan = epoch_batches(
             labels,
@@ -220,8 +220,8 @@ def train_recipe(cfg: TrainConfig, train: Part, val: Part, ema_decay: float) -> 
         seconds.append(time.perf_counter() - started)
         images += int(sum(len(i) for i in plan))
         aucs = {use_ema: _val_auc(m, val) for use_ema, m in ((False, model), (True, ema))}
-        for use_ema, auc in aucs.items():
-            stoppers[use_ema].update(auc)
+        stop = {use_ema: stoppers[use_ema].update(auc) for use_ema, auc in aucs.items()}
+        for use_ema in aucs:
             if stoppers[use_ema].improved or use_ema not in best:
                 best[use_ema] = copy.deepcopy((ema if use_ema else model).state_dict())
                 best_epoch[use_ema] = epoch
@@ -229,25 +229,35 @@ def train_recipe(cfg: TrainConfig, train: Part, val: Part, ema_decay: float) -> 
             f"  epoch {epoch + 1}: {seconds[-1]:.0f} s, val AUC {aucs[False]:.3f}, "
             f"EMA {aucs[True]:.3f}"
         )
-        stop = stoppers[False].epochs_without_improvement >= cfg.early_stopping_patience
-        if stop:
+        if stop[False]:
             break
-    return Trained(best, model, ema, epoch + 1, best_epoch, seconds, images)
+    return Trained(best, model, ema, best_epoch, seconds, images)
 
 
-def score(trained: Trained, scoring: Scoring, val: Part, test: Part) -> dict[str, Any]:
-    model = trained.ema_model if scoring.ema else trained.model
-    model.load_state_dict(trained.weights[scoring.ema])
+@dataclass(frozen=True)
+class Predictions:
+    """Validation and test logits of one set of weights, and the test images/s."""
+
+    val: np.ndarray
+    test: np.ndarray
+    test_images_per_s: float
+
+
+def predictions(trained: Trained, ema: bool, vflip: bool, val: Part, test: Part) -> Predictions:
+    """Logits of the best-validation weights of the model (or of its EMA) on val and test."""
+    model = trained.ema_model if ema else trained.model
+    model.load_state_dict(trained.weights[ema])
     started = time.perf_counter()
-    test_logits = predict_batches(model, test.batches(), CPU, vflip=scoring.vflip)
-    eval_s = time.perf_counter() - started
-    val_breasts = _breasts(
-        val, predict_batches(model, val.batches(), CPU, vflip=scoring.vflip), scoring.how
-    )
+    test_logits = predict_batches(model, test.batches(), CPU, vflip=vflip)
+    images_per_s = len(test.rows) * (2 if vflip else 1) / (time.perf_counter() - started)
+    val_logits = predict_batches(model, val.batches(), CPU, vflip=vflip)
+    return Predictions(val_logits, test_logits, images_per_s)
+
+
+def score(logits: Predictions, how: Aggregation, val: Part, test: Part) -> dict[str, Any]:
+    val_breasts = _breasts(val, logits.val, how)
     _, threshold = best_threshold_f1(val_breasts[c.CANCER], val_breasts[PROB])
-    frame = test.rows.assign(**{PROB: 1 / (1 + np.exp(-test_logits[:, 0].astype(np.float64)))})
-    report = binary_report(frame, scoring.how, prob_col=PROB)
-    breasts = aggregate_breasts(frame, PROB, scoring.how)
+    breasts = _breasts(test, logits.test, how)
     auc, _, low, high = delong_auc(breasts[c.CANCER], breasts[PROB])
     predicted = breasts[PROB] >= threshold
     positive = breasts[c.CANCER] > 0
@@ -256,10 +266,10 @@ def score(trained: Trained, scoring: Scoring, val: Part, test: Part) -> dict[str
     return {
         "auc": float(auc),
         "ci": (float(low), float(high)),
-        "pf1": report["pf1"],
+        "pf1": probabilistic_f1(breasts[c.CANCER], breasts[PROB]),
         "f1_at_val_thr": f1,
         "breasts": breasts,
-        "test_images_per_s": len(test.rows) * (2 if scoring.vflip else 1) / eval_s,
+        "test_images_per_s": logits.test_images_per_s,
     }
 
 
@@ -281,8 +291,12 @@ def measure(
         cfg = TrainConfig.from_dict({**base.to_dict(), **recipe.overrides})
         print(f"{recipe.name}: {recipe.what}")
         trained = train_recipe(cfg, train, val, ema_decay)
+        cached: dict[tuple[bool, bool], Predictions] = {}  # mean and max share their logits
         for scoring in SCORINGS:
-            scored = score(trained, scoring, val, test)
+            key = (scoring.ema, scoring.vflip)
+            if key not in cached:
+                cached[key] = predictions(trained, *key, val, test)
+            scored = score(cached[key], scoring.how, val, test)
             breasts = scored.pop("breasts")
             if reference is None:
                 reference = breasts
@@ -302,7 +316,7 @@ def measure(
                     "pf1": scored["pf1"],
                     "f1_at_val_thr": scored["f1_at_val_thr"],
                     "best_epoch": trained.best_epoch[scoring.ema] + 1,
-                    "epochs": trained.epochs,
+                    "epochs": len(trained.epoch_s),
                     "s_per_epoch": float(np.mean(trained.epoch_s)),
                     "train_images_per_s": trained.train_images / sum(trained.epoch_s),
                     "test_images_per_s": scored["test_images_per_s"],

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, cast
 
@@ -240,7 +240,9 @@ def _fit_and_log(
     with result.checkpoint.as_directory() as directory:
         state = read_state(directory)
     # create_model (so build_model) builds a Classifier: its ``spec`` goes in the bundle.
-    model = cast(Classifier, build_model(cfg, target, encoder.n_features if encoder else 0))
+    # The trained weights replace every tensor: the pretrained file need not be read again.
+    bare = replace(cfg, pretrained=None)
+    model = cast(Classifier, build_model(bare, target, encoder.n_features if encoder else 0))
     model.load_state_dict(state["best"])
     history: list[dict[str, float]] = state["history"]
     publish_training_metrics(history)
