@@ -638,7 +638,12 @@ def _add_ingest_args(p: argparse.ArgumentParser, out_required: bool) -> None:
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training (defaults: mammo.training.TrainConfig)")
-    g.add_argument("--model", default=None, help="small_cnn, resnet18 or resnet34")
+    g.add_argument(
+        "--model",
+        default=None,
+        help="small_cnn (default), resnet18, resnet34, efficientnet_b0, efficientnet_b2, "
+        "convnext_tiny, convnext_small",
+    )
     g.add_argument(
         "--pretrained",
         default=None,

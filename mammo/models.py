@@ -7,6 +7,9 @@ head, so all registered names share one forward signature::
     forward(image (N, C, H, W), metadata (N, F) | None = None) -> logits (N, num_outputs)
 
 Backbones end in a global average pool, so any image size (e.g. 512x256) works.
+Besides ``small_cnn`` and the ResNets, mammo/efficientnet.py (``efficientnet_b0``,
+``efficientnet_b2``) and mammo/convnext.py (``convnext_tiny``, ``convnext_small``) register
+backbones with timm's state-dict layout; importing this module registers them all.
 """
 
 from __future__ import annotations
@@ -221,3 +224,7 @@ def resnet18(in_channels: int) -> tuple[nn.Module, int]:
 def resnet34(in_channels: int) -> tuple[nn.Module, int]:
     """ResNet-34 layout [3, 4, 6, 3], 1-channel stem by default."""
     return _resnet(in_channels, (3, 4, 6, 3))
+
+
+# The modules below register themselves through ``register_model``, defined above.
+from mammo import convnext, efficientnet  # noqa: E402, F401

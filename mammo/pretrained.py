@@ -2,13 +2,18 @@
 holding tensors only. Nothing is downloaded: export the weights once (timm or torchvision
 on a machine with the network), copy the file, and point ``--pretrained`` at it.
 
-Keys are matched by name. The registered ResNets use torchvision's and timm's names, so
-their exported ``resnet18`` / ``resnet34`` state dicts load as they are:
+Keys are matched by name. The registered ResNets use torchvision's and timm's names, and
+the EfficientNets and ConvNeXts timm's, so their exported state dicts (``resnet18``,
+``efficientnet_b0``, ``convnext_tiny`` ...) load as they are:
 
 - a wrapper's prefix (``module.``, ``model.``, ``backbone.``) is removed;
-- the ImageNet classifier (``fc.``, ``classifier.``, ``head.``) is dropped: our head is new;
+- the ImageNet classifier (keys under ``fc.``, ``classifier.``, ``head.`` that the backbone
+  does not have) is dropped: our head is new. A backbone's own keys there are kept, such as
+  ConvNeXt's final ``head.norm`` (timm's ``head.fc`` is the classifier);
 - a 3-channel stem loads into a 1-channel one as the sum over its colour channels (a grey
-  image repeated in R, G and B gives the same activations), as timm does for ``in_chans=1``.
+  image repeated in R, G and B gives the same activations), as timm does for ``in_chans=1``:
+  the stem is the conv weight (N, 3, kh, kw) whose backbone shape is (N, 1, kh, kw), whatever
+  its name (``conv1``, ``conv_stem``, ``stem.0``).
 
 Anything else must match exactly: a missing key, a key the backbone does not have, or a
 shape that differs refuses the file with the keys named.
@@ -71,7 +76,7 @@ def backbone_state(weights: dict[str, Tensor], backbone: nn.Module) -> dict[str,
     dict, or PretrainedError naming the keys and shapes that do not fit."""
     own = backbone.state_dict()
     state = {_strip(k): v for k, v in weights.items()}
-    state = {k: v for k, v in state.items() if not k.startswith(_HEADS)}
+    state = {k: v for k, v in state.items() if k in own or not k.startswith(_HEADS)}
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:

@@ -15,11 +15,24 @@ HEADS = [
 ]
 
 
-def test_the_registry_lists_the_three_architectures() -> None:
-    assert list_models() == ["resnet18", "resnet34", "small_cnn"]
+# One of each family through every head; the larger siblings (EfficientNet-B2, ConvNeXt-S)
+# differ only in widths and depths, and tests/mammo/test_backbones.py trains them too.
+FAMILIES = ("small_cnn", "resnet18", "resnet34", "efficientnet_b0", "convnext_tiny")
 
 
-@pytest.mark.parametrize("name", list_models())
+def test_the_registry_lists_the_architectures() -> None:
+    assert list_models() == [
+        "convnext_small",
+        "convnext_tiny",
+        "efficientnet_b0",
+        "efficientnet_b2",
+        "resnet18",
+        "resnet34",
+        "small_cnn",
+    ]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
 @pytest.mark.parametrize(("num_outputs", "metadata_features"), HEADS)
 def test_forward_and_backward_on_a_tiny_batch(
     name: str, num_outputs: int, metadata_features: int

@@ -144,3 +144,47 @@ def test_mammo_train_refuses_a_weights_file_that_does_not_fit_in_one_line(tmp_pa
     assert len(lines) == 1 and lines[0].startswith("mammo train failed: "), lines
     assert "unexpected (layer1.2.bn1.bias" in lines[0] and "Traceback" not in done.stderr
     assert "Starting temporary server" not in done.stdout + done.stderr
+
+
+class HeadNormBackbone(torch.nn.Module):
+    """A backbone with its own keys under ``head.``, as ConvNeXt's final ``head.norm``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3))
+        self.conv_head = torch.nn.Conv2d(4, 4, 1)
+        self.head = torch.nn.Module()
+        self.head.norm = torch.nn.LayerNorm(4)
+
+
+def test_only_classifier_keys_the_backbone_lacks_are_dropped() -> None:
+    gen = torch.Generator().manual_seed(0)
+    exported = {
+        "stem.0.weight": torch.randn(4, 3, 3, 3, generator=gen),  # RGB stem under any name
+        "stem.0.bias": torch.randn(4, generator=gen),
+        "conv_head.weight": torch.randn(4, 4, 1, 1, generator=gen),  # not a classifier
+        "conv_head.bias": torch.randn(4, generator=gen),
+        "head.norm.weight": torch.randn(4, generator=gen),  # the backbone's own
+        "head.norm.bias": torch.randn(4, generator=gen),
+        "head.fc.weight": torch.randn(1000, 4, generator=gen),  # timm's classifiers
+        "head.fc.bias": torch.randn(1000, generator=gen),
+        "classifier.weight": torch.randn(1000, 4, generator=gen),
+        "fc.bias": torch.randn(1000, generator=gen),
+    }
+    state = backbone_state(exported, HeadNormBackbone())
+    assert sorted(state) == sorted(HeadNormBackbone().state_dict())
+    torch.testing.assert_close(state["stem.0.weight"], exported["stem.0.weight"].sum(1, True))
+    for key in ("head.norm.weight", "head.norm.bias", "conv_head.weight"):
+        torch.testing.assert_close(state[key], exported[key])
+
+    without_norm = {k: v for k, v in exported.items() if not k.startswith("head.norm.")}
+    with pytest.raises(
+        PretrainedError, match=r"2 missing \(head\.norm\.bias, head\.norm\.weight\)"
+    ):
+        backbone_state(without_norm, HeadNormBackbone())
+    without_conv_head = {k: v for k, v in exported.items() if k != "conv_head.weight"}
+    with pytest.raises(PretrainedError, match=r"1 missing \(conv_head\.weight\)"):
+        backbone_state(without_conv_head, HeadNormBackbone())
+    wide_norm = {**exported, "head.norm.weight": torch.ones(8)}
+    with pytest.raises(PretrainedError, match=r"head\.norm\.weight \(8,\) != \(4,\)"):
+        backbone_state(wide_norm, HeadNormBackbone())
