@@ -45,6 +45,7 @@ from benchmarks.common import (
     synth_set,
 )
 from mammo import contract as c
+from mammo.auxiliary import aux_labels, aux_targets, stack_labels, training_loss
 from mammo.metrics import Aggregation, aggregate_breasts, best_threshold_f1, probabilistic_f1
 from mammo.oracle import ORACLE, oracle_auc
 from mammo.roc import delong_auc, paired_delong
@@ -67,6 +68,7 @@ NAME = "model_quality"
 CPU = torch.device("cpu")
 EVAL_BATCH = 64
 PROB = "probability"
+AUX_COLUMNS = (c.BIRADS, c.DENSITY, c.DIFFICULT_NEGATIVE)  # what the aux recipe can learn
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,11 @@ RECIPES = (
     Recipe("no_augment", "baseline without augmentation", {"augment": {"enabled": False}}),
     Recipe("oversample", "baseline, positives oversampled to 1 in 8", {"sampler": "oversample"}),
     Recipe("resnet18", "baseline with a ResNet-18 backbone", {"model": "resnet18"}),
+    Recipe(
+        "aux",
+        "baseline with BIRADS, density and difficult-negative heads (training only)",
+        {"aux_targets": [c.BIRADS, c.DENSITY, c.DIFFICULT_NEGATIVE]},
+    ),
 )
 DEFAULT_RECIPES = ("baseline", "no_augment", "oversample")  # resnet18: ~5 images/s on 2 cores
 
@@ -106,7 +113,7 @@ class Part:
     """One split's rows in memory: images (N, rows, cols) uint8 and their row columns."""
 
     images: np.ndarray
-    rows: pd.DataFrame  # image_id, patient_id, laterality, cancer (, oracle on test)
+    rows: pd.DataFrame  # image_id, patient_id, laterality, cancer, oracle, AUX_COLUMNS
 
     def batches(self) -> list[Any]:
         n, labels = len(self.rows), self.rows[c.CANCER].to_numpy(np.float32)
@@ -154,7 +161,7 @@ def load_parts(raw: Path, out: Path, rows: int, cols: int, split: SplitConfig) -
         if not kept.all():
             raise BenchmarkError(f"{int((~kept).sum())} {name.value} images were not decoded")
         stack = np.stack([images[i] for i in rows_of[c.IMAGE_ID]])
-        columns = [c.IMAGE_ID, c.PATIENT_ID, c.LATERALITY, c.CANCER, ORACLE]
+        columns = [c.IMAGE_ID, c.PATIENT_ID, c.LATERALITY, c.CANCER, ORACLE, *AUX_COLUMNS]
         parts[name] = Part(stack, rows_of[columns].astype({c.CANCER: "int64"}))
     return parts
 
@@ -186,9 +193,11 @@ def train_recipe(cfg: TrainConfig, train: Part, val: Part, ema_decay: float) -> 
     torch.manual_seed(cfg.seed)  # dropout draws from the global generator
     model = build_model(cfg, target)
     ema = weight_ema(model, ema_decay)
-    optimizer, loss_fn = make_optimizer(model, cfg), target.loss_fn()
+    optimizer, loss_fn = make_optimizer(model, cfg), training_loss(cfg, target)
     generator = torch.Generator().manual_seed(cfg.seed)
     labels = train.rows[c.CANCER].to_numpy(np.float32)
+    # with auxiliary heads, the loss takes their values beside the label (mammo/auxiliary.py)
+    with_aux = stack_labels(labels, aux_labels(train.rows, aux_targets(cfg)))
     # one tracker each for the model and its EMA; only the model's decides when to stop
     stoppers = {use_ema: EarlyStopping(cfg.early_stopping_patience) for use_ema in (False, True)}
     best: dict[bool, dict[str, torch.Tensor]] = {}
@@ -203,7 +212,9 @@ def train_recipe(cfg: TrainConfig, train: Part, val: Part, ema_decay: float) -> 
             target_positive_fraction=cfg.target_positive_fraction,
             min_positives=cfg.min_positives,
         )
-        batches = (make_batch(train.images[i], labels[i]) for i in plan)
+        batches = (
+            make_batch(train.images[i], with_aux[i] if cfg.aux_targets else labels[i]) for i in plan
+        )
         augment = cfg.augment if cfg.augment.enabled else None
         started = time.perf_counter()
         train_epoch(

@@ -25,7 +25,7 @@ from mammo.features import MetadataEncoder
 from mammo.models import ModelSpec, create_model
 from mammo.png import decode_png
 from mammo.preprocess import PreprocessConfig
-from mammo.training import Target, images_to_tensor
+from mammo.training import Target, images_to_tensor, logits_of
 
 WEIGHTS_FILE, BUNDLE_FILE = "weights.pt", "bundle.json"
 BATCH = 32
@@ -66,6 +66,11 @@ class ModelBundle:
         self.config = config
         self.target = Target.for_column(config.target)
         self.encoder = MetadataEncoder.from_dict(config.encoder) if config.encoder else None
+
+    @property
+    def vflip(self) -> bool:
+        """Test-time flips, when the model was trained and validated with them."""
+        return bool(self.config.train_config.get("tta_vflip", False))
 
     @property
     def preprocess(self) -> PreprocessConfig:
@@ -121,5 +126,5 @@ class ModelBundle:
             if self.encoder is not None:
                 metadata = torch.from_numpy(self.encoder.transform(part))
             with torch.inference_mode():
-                logits = self.model(images_to_tensor(images), metadata)
-            yield self.target.probabilities(logits.float().numpy())
+                logits = logits_of(self.model, images_to_tensor(images), metadata, self.vflip)
+            yield self.target.probabilities(logits.numpy())

@@ -31,6 +31,7 @@ from mammo.contract import (
     CANCER,
     DENSITIES,
     DENSITY,
+    DIFFICULT_NEGATIVE,
     INVASIVE,
     LATERALITY,
     PATIENT_ID,
@@ -46,6 +47,8 @@ MULTICLASS_TARGETS: dict[str, tuple[str, ...] | tuple[int, ...]] = {
     DENSITY: DENSITIES,
     BIRADS: BIRADS_VALUES,
 }
+# Columns a model may learn as auxiliary outputs beside its target (mammo/auxiliary.py).
+AUX_TARGETS = (BIRADS, DENSITY, BIOPSY, INVASIVE, DIFFICULT_NEGATIVE)
 _PROBABILITY = "_probability"  # scratch column for binary_report
 
 
@@ -72,12 +75,17 @@ class TrainConfig:
     min_positives: int = 1  # "balanced": positives in every batch
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     fuse_metadata: bool = False
+    aux_targets: tuple[str, ...] = ()  # extra heads, training only (mammo/auxiliary.py)
+    aux_weight: float = 0.2  # the auxiliary losses' mean, weighted, is added to the loss
     early_stopping_patience: int = 3
     monitor: str = "auc"  # a key of Target.report
     monitor_mode: Literal["max", "min"] = "max"
     aggregation: Aggregation = "mean"
     seed: int = 0
     amp: bool = True
+    accumulate: int = 1  # batches per optimizer step (gradient accumulation)
+    ema_decay: float | None = None  # keep and ship an EMA of the weights (e.g. 0.999)
+    tta_vflip: bool = False  # score each image and its top-bottom mirror, mean of the logits
     num_workers: int = 1
     use_gpu: bool | None = None  # None: use GPUs when the cluster has them
 
@@ -89,16 +97,26 @@ class TrainConfig:
         if self.model not in list_models():
             raise TrainConfigError(f"unknown model {self.model!r}; known: {list_models()}")
         Target.for_column(self.target)
+        object.__setattr__(self, "aux_targets", tuple(self.aux_targets))  # TOML/JSON: a list
+        unknown = [n for n in self.aux_targets if n not in AUX_TARGETS]
+        if unknown or len(set(self.aux_targets)) < len(self.aux_targets):
+            bad = unknown or "a name repeated"
+            raise TrainConfigError(f"aux_targets must be distinct, from {list(AUX_TARGETS)}: {bad}")
+        if self.target in self.aux_targets or not self.aux_weight > 0:
+            raise TrainConfigError("aux_targets cannot hold the target; aux_weight must be > 0")
         if self.pretrained is not None and Path(self.pretrained).suffix not in SUFFIXES:
             raise TrainConfigError(
                 f"pretrained weights must be a {' or '.join(SUFFIXES)} file: {self.pretrained}"
             )
-        positive = ("image_rows", "image_cols", "epochs", "batch_size", "num_workers")
+        positive = ("image_rows", "image_cols", "epochs", "batch_size", "accumulate", "num_workers")
         for name in positive:
             if getattr(self, name) < 1:
                 raise TrainConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not (self.lr > 0 and self.weight_decay >= 0 and self.early_stopping_patience >= 1):
             raise TrainConfigError("need lr > 0, weight_decay >= 0, early_stopping_patience >= 1")
+        decay = self.ema_decay
+        if decay is not None and not (isinstance(decay, int | float) and 0.0 < decay < 1.0):
+            raise TrainConfigError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
         if self.aggregation not in AGGREGATIONS or self.monitor_mode not in ("max", "min"):
             raise TrainConfigError(
                 f"bad aggregation/monitor_mode: {self.aggregation}, {self.monitor_mode}"
@@ -108,6 +126,7 @@ class TrainConfig:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["sampler"] = self.sampler.value
         data["augment"] = self.augment.to_dict()
+        data["aux_targets"] = list(self.aux_targets)
         return data
 
     @classmethod
@@ -136,8 +155,10 @@ class Target:
     classes: tuple[str, ...] | tuple[int, ...] = ()  # empty for a binary target
 
     @classmethod
-    def for_column(cls, column: str) -> Target:
-        if column in BINARY_TARGETS:
+    def for_column(cls, column: str, auxiliary: bool = False) -> Target:
+        """The target of ``column``; ``auxiliary`` admits the columns only trained beside one
+        (``difficult_negative_case``)."""
+        if column in BINARY_TARGETS or (auxiliary and column == DIFFICULT_NEGATIVE):
             return cls(column)
         if column in MULTICLASS_TARGETS:
             return cls(column, MULTICLASS_TARGETS[column])
@@ -157,6 +178,18 @@ class Target:
         keys = {str(c): i for i, c in enumerate(self.classes)}
         values = df[self.column].map(lambda v: keys.get(_label_key(v), math.nan))
         return values.astype(float)
+
+    def values(self, df: pd.DataFrame) -> npt.NDArray[np.float32]:
+        """(N,) float32: 0/1 or the class index of each row, NaN where it has none."""
+        if self.column not in df.columns:
+            return np.full(len(df), np.nan, np.float32)
+        if self.is_binary:
+            numeric = pd.to_numeric(df[self.column].astype("object"), errors="coerce")
+            index = numeric.astype(float).where(numeric.isin((0, 1)))
+        else:
+            index = self._class_index(df)
+        values: npt.NDArray[np.float32] = index.to_numpy(np.float32)
+        return values
 
     def labeled(self, df: pd.DataFrame) -> pd.Series:
         """Boolean mask of rows that carry a usable label (train only on those)."""
@@ -239,9 +272,11 @@ def make_batch(
 
 def build_model(cfg: TrainConfig, target: Target, metadata_features: int = 0) -> nn.Module:
     """The registered ``cfg.model``, initialized from ``cfg.seed`` (the global RNG is left as
-    it was); fuses a metadata vector of ``metadata_features`` when ``cfg.fuse_metadata``."""
+    it was); fuses a metadata vector of ``metadata_features`` when ``cfg.fuse_metadata``; its
+    head has the outputs of ``cfg.aux_targets`` after the target's (mammo/auxiliary.py)."""
+    auxiliary = sum(Target.for_column(n, auxiliary=True).num_outputs for n in cfg.aux_targets)
     spec = ModelSpec(
-        num_outputs=target.num_outputs,
+        num_outputs=target.num_outputs + auxiliary,
         metadata_features=metadata_features if cfg.fuse_metadata else 0,
         dropout=cfg.dropout,
     )
@@ -279,21 +314,39 @@ def train_step(
 ) -> float:
     """One optimizer step on ``batch``; returns the loss. fp16 autocast iff a scaler is given
     and the device is CUDA (see ``make_grad_scaler``); the loss is computed in float32."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = _backward(model, batch, loss_fn, scaler, device, 1.0)
+    _optimizer_step(optimizer, scaler)
+    return loss
+
+
+def _backward(
+    model: nn.Module,
+    batch: Batch,
+    loss_fn: nn.Module,
+    scaler: torch.amp.GradScaler | None,
+    device: torch.device,
+    weight: float,
+) -> float:
+    """Add the gradient of ``weight`` x the loss of ``batch``; returns the (unweighted) loss."""
     model.train()
     batch = batch.to(device)
-    optimizer.zero_grad(set_to_none=True)
     amp = scaler is not None and device.type == "cuda"
     with torch.autocast(device.type, torch.float16, enabled=amp):
         logits: Tensor = model(batch.images, batch.metadata)
     loss: Tensor = loss_fn(logits.float(), batch.labels)
+    weighted = loss * weight
+    torch.autograd.backward(scaler.scale(weighted) if scaler is not None else weighted)
+    return float(loss.detach())
+
+
+def _optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
     if scaler is not None:
-        torch.autograd.backward(scaler.scale(loss))
         scaler.step(optimizer)
         scaler.update()
     else:
-        torch.autograd.backward(loss)
         optimizer.step()
-    return float(loss.detach())
+    optimizer.zero_grad(set_to_none=True)
 
 
 def train_epoch(
@@ -306,20 +359,34 @@ def train_epoch(
     augment: AugmentConfig | None = None,
     generator: torch.Generator | None = None,
     after_step: Callable[[], None] | None = None,
+    accumulate: int = 1,
 ) -> float:
-    """``train_step`` over ``batches``, augmenting each on ``device`` first when ``augment``
-    is given (training rows only), calling ``after_step`` after each optimizer step (an
-    EMA update, for instance); returns the mean loss weighted by batch size."""
+    """Optimizer steps over ``batches``, augmenting each on ``device`` first when ``augment``
+    is given (training rows only); returns the mean loss weighted by batch size.
+
+    ``accumulate``: the gradients of that many batches, each loss weighted by 1/accumulate,
+    make one step (a batch ``accumulate`` times larger in the memory of one; a last partial
+    group steps too). ``after_step`` runs after each optimizer step (an EMA update)."""
     if augment is not None and generator is None:
         raise TrainConfigError("augmentation needs a seeded torch.Generator")
-    total, count = 0.0, 0
+    if accumulate < 1:
+        raise TrainConfigError(f"accumulate must be >= 1, got {accumulate}")
+    total, count, pending = 0.0, 0, 0
+    optimizer.zero_grad(set_to_none=True)
     for batch in batches:
         if augment is not None and generator is not None:
             images = augment_batch(batch.images.to(device), augment, generator)
             batch = Batch(images, batch.labels, batch.metadata)
         n = int(batch.labels.shape[0])
-        total += train_step(model, batch, optimizer, loss_fn, scaler, device) * n
-        count += n
+        total += _backward(model, batch, loss_fn, scaler, device, 1.0 / accumulate) * n
+        count, pending = count + n, pending + 1
+        if pending == accumulate:
+            _optimizer_step(optimizer, scaler)
+            pending = 0
+            if after_step is not None:
+                after_step()
+    if pending:
+        _optimizer_step(optimizer, scaler)
         if after_step is not None:
             after_step()
     return total / count if count else math.nan
@@ -332,10 +399,8 @@ def predict_batches(
     amp: bool = False,
     vflip: bool = False,
 ) -> npt.NDArray[np.float32]:
-    """Logits (N, num_outputs) float32 for the batches, in order (eval mode, no gradients).
-
-    ``vflip``: test-time augmentation, the mean of the logits of each image and of its
-    top-bottom mirror (the flip training augments with; there is no left-right one)."""
+    """Logits (N, num_outputs) float32 for the batches, in order (eval mode, no gradients);
+    ``vflip`` as in :func:`logits_of`."""
     model.eval()
     outputs: list[npt.NDArray[np.float32]] = []
     with (
@@ -344,14 +409,24 @@ def predict_batches(
     ):
         for batch in batches:
             on_device = batch.to(device)
-            logits: Tensor = model(on_device.images, on_device.metadata)
-            if vflip:  # (N, 1, H, W): dim 2 is the rows
-                mirrored: Tensor = model(on_device.images.flip(dims=(2,)), on_device.metadata)
-                logits = (logits.float() + mirrored.float()) / 2
-            outputs.append(logits.float().cpu().numpy())
+            logits = logits_of(model, on_device.images, on_device.metadata, vflip)
+            outputs.append(logits.cpu().numpy())
     if not outputs:
         return np.zeros((0, 0), dtype=np.float32)
     return np.concatenate(outputs, axis=0)
+
+
+def logits_of(
+    model: nn.Module, images: Tensor, metadata: Tensor | None, vflip: bool = False
+) -> Tensor:
+    """float32 logits of an (N, 1, H, W) batch. ``vflip``: test-time augmentation, the mean
+    of the logits of each image and of its top-bottom mirror (the flip training augments
+    with; there is no left-right one)."""
+    logits: Tensor = model(images, metadata)
+    if vflip:  # (N, 1, H, W): dim 2 is the rows
+        mirrored: Tensor = model(images.flip(dims=(2,)), metadata)
+        return (logits.float() + mirrored.float()) / 2
+    return logits.float()
 
 
 def weight_ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:

@@ -29,6 +29,7 @@ from ray.train.torch import TorchTrainer
 
 from mammo import contract as c
 from mammo import tags as t
+from mammo.auxiliary import aux_targets, main_state
 from mammo.drift_report import reference_profile
 from mammo.features import MetadataEncoder
 from mammo.models import Classifier
@@ -197,7 +198,9 @@ def _fit_and_log(
     for member in SPLITS:
         part = frame[frame[c.SPLIT] == member.value]
         if len(part):
-            wanted = split_rows(part, target, encoder, cfg.image_rows, cfg.image_cols)
+            wanted = split_rows(
+                part, target, encoder, cfg.image_rows, cfg.image_cols, aux_targets(cfg)
+            )
             datasets[member.value] = build_dataset(store, part, wanted)
 
     gpus = cluster_gpus()
@@ -241,14 +244,17 @@ def _fit_and_log(
         state = read_state(directory)
     # create_model (so build_model) builds a Classifier: its ``spec`` goes in the bundle.
     # The trained weights replace every tensor: the pretrained file need not be read again.
-    bare = replace(cfg, pretrained=None)
+    # The auxiliary heads were for training only: the shipped head is the target's own.
+    bare = replace(cfg, pretrained=None, aux_targets=())
     model = cast(Classifier, build_model(bare, target, encoder.n_features if encoder else 0))
-    model.load_state_dict(state["best"])
+    model.load_state_dict(main_state(state["best"], target))
     history: list[dict[str, float]] = state["history"]
     publish_training_metrics(history)
 
     predictions = {
-        split: predict(model, datasets[split], target) for split in datasets if split != "train"
+        split: predict(model, datasets[split], target, cfg.tta_vflip)
+        for split in datasets
+        if split != "train"
     }
     threshold = choose_threshold(predictions, target, cfg)
     metrics = split_metrics(predictions, target, cfg, threshold)

@@ -2,10 +2,10 @@
 
 Each split becomes one Ray Dataset that reads only the PNG column of the shards holding its
 rows (range reads on S3), decodes and resizes the PNGs in parallel Ray tasks, attaches the
-label and the metadata vector, and is materialized before training starts: on small
-clusters a trainer holding every CPU would otherwise starve the Ray Data tasks
-(docs/training.md). Rows are matched on (image_id, fingerprint), so a stale row left in an
-old shard never reaches training.
+label, the metadata vector and the auxiliary targets' values, and is materialized before
+training starts: on small clusters a trainer holding every CPU would otherwise starve the
+Ray Data tasks (docs/training.md). Rows are matched on (image_id, fingerprint), so a stale
+row left in an old shard never reaches training.
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ import ray
 import ray.data
 
 from mammo import contract as c
+from mammo.auxiliary import aux_labels
 from mammo.features import MetadataEncoder
 from mammo.inference import to_training_image
 from mammo.png import decode_png
 from mammo.training import Target
 from tasks.storage import Store
 
-IMAGE, LABEL, METADATA = "image", "label", "metadata"
+IMAGE, LABEL, METADATA, AUX = "image", "label", "metadata", "aux"
 ROW_COLUMNS = (c.IMAGE_ID, c.PATIENT_ID, c.LATERALITY, c.SITE_ID)
 
 
@@ -37,6 +38,7 @@ class SplitRows:
     metadata: dict[int, np.ndarray] | None
     rows: int
     cols: int
+    aux: dict[int, np.ndarray] | None = None  # auxiliary target values (mammo/auxiliary.py)
 
 
 def quiet_ray_data() -> None:
@@ -49,16 +51,19 @@ def split_rows(
     encoder: MetadataEncoder | None,
     image_rows: int,
     image_cols: int,
+    aux: tuple[Target, ...] = (),
 ) -> SplitRows:
     labels = target.labels(frame)
     vectors = encoder.transform(frame) if encoder is not None else None
     ids = frame[c.IMAGE_ID].astype("int64").tolist()
+    extra = aux_labels(frame, aux) if aux else None
     return SplitRows(
         keys=dict(zip(ids, frame[c.FINGERPRINT].astype(str), strict=True)),
         labels=dict(zip(ids, labels.tolist(), strict=True)),
         metadata=None if vectors is None else dict(zip(ids, vectors, strict=True)),
         rows=image_rows,
         cols=image_cols,
+        aux=None if extra is None else dict(zip(ids, extra, strict=True)),
     )
 
 
@@ -77,10 +82,11 @@ def decode_batch(batch: dict[str, np.ndarray], wanted: SplitRows) -> dict[str, n
     }
     for column in ROW_COLUMNS[1:]:
         out[column] = batch[column][keep]
-    if wanted.metadata is not None:
-        width = len(next(iter(wanted.metadata.values())))
-        vectors = [wanted.metadata[int(i)] for i in ids]
-        out[METADATA] = np.stack(vectors) if vectors else np.zeros((0, width), np.float32)
+    for name, per_image in ((METADATA, wanted.metadata), (AUX, wanted.aux)):
+        if per_image is not None:
+            width = len(next(iter(per_image.values())))
+            vectors = [per_image[int(i)] for i in ids]
+            out[name] = np.stack(vectors) if vectors else np.zeros((0, width), np.float32)
     return out
 
 

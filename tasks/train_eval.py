@@ -30,8 +30,11 @@ LOCKED_FIGURES = ("sensitivity", "specificity", "recall_rate")
 __all__ = ["LOCKED_FIGURES", "choose_threshold", "log_evaluations", "predict", "split_metrics"]
 
 
-def predict(model: torch.nn.Module, dataset: ray.data.Dataset, target: Target) -> pd.DataFrame:
-    """Per-image probabilities of ``model`` on a materialized split, with its breast keys."""
+def predict(
+    model: torch.nn.Module, dataset: ray.data.Dataset, target: Target, vflip: bool = False
+) -> pd.DataFrame:
+    """Per-image probabilities of ``model`` on a materialized split, with its breast keys
+    (``vflip``: with test-time flips, as the model was validated)."""
     from mammo.training import make_batch, predict_batches
 
     arrays = dataset_arrays(dataset)
@@ -45,7 +48,7 @@ def predict(model: torch.nn.Module, dataset: ray.data.Dataset, target: Target) -
         )
         for idx in chunks
     )
-    logits = predict_batches(model, batches, torch.device("cpu"))
+    logits = predict_batches(model, batches, torch.device("cpu"), vflip=vflip)
     frame = pd.DataFrame(
         {col: arrays[col] for col in (c.IMAGE_ID, c.PATIENT_ID, c.LATERALITY, c.SITE_ID, LABEL)}
     )

@@ -1,9 +1,11 @@
 """The loop every Ray Train worker runs: the mammo.training pieces, on Ray's data and devices.
 
 Per epoch: sampled batches of this worker's training rows (oversampling or balanced
-batches, binary targets only) -> augment + optimizer steps (DDP when several workers)
--> predictions on this worker's validation rows, gathered from every worker so each one
-computes the same breast-level metrics and takes the same early-stopping decision ->
+batches, binary targets only) -> augment + optimizer steps (DDP when several workers;
+gradients accumulated over ``accumulate`` batches; an EMA of the weights updated after each
+step when ``ema_decay`` is set) -> predictions on this worker's validation rows (of the EMA
+when there is one; with test-time flips when ``tta_vflip``), gathered from every worker so
+each one computes the same breast-level metrics and takes the same early-stopping decision ->
 ``ray.train.report`` with a checkpoint from rank 0. A restarted worker group resumes from
 the last checkpoint: model, optimizer, epoch, history, early-stopping state, best weights.
 """
@@ -27,6 +29,7 @@ import torch
 import torch.distributed as dist
 
 from mammo import contract as c
+from mammo.auxiliary import stack_labels, training_loss
 from mammo.sampling import SamplerKind, epoch_batches
 from mammo.training import (
     Batch,
@@ -39,9 +42,10 @@ from mammo.training import (
     make_optimizer,
     predict_batches,
     train_epoch,
+    weight_ema,
 )
 from tasks.cluster import publish_training_metrics
-from tasks.train_data import IMAGE, LABEL, METADATA, dataset_arrays
+from tasks.train_data import AUX, IMAGE, LABEL, METADATA, dataset_arrays
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +71,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     val = dataset_arrays(ray.train.get_dataset_shard("val"))
     model = build_model(cfg, target, int(config["metadata_features"])).to(device)
     optimizer = make_optimizer(model, cfg)
+    ema = weight_ema(model, cfg.ema_decay) if cfg.ema_decay is not None else None
     scaler = make_grad_scaler(cfg.amp, device)
     stopper = EarlyStopping(cfg.early_stopping_patience, cfg.monitor_mode)
     history: list[dict[str, float]] = []
@@ -79,12 +84,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             state = read_state(directory)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if ema is not None and state.get("ema") is not None:
+            ema.load_state_dict(state["ema"])
         stopper.__dict__.update(state["stopper"])
         history, best_state, start_epoch = state["history"], state["best"], state["epoch"] + 1
         log.info("rank %d resumes at epoch %d", rank, start_epoch)
 
     trained = ray.train.torch.prepare_model(model) if world > 1 else model
-    loss_fn = target.loss_fn()
+    loss_fn = training_loss(cfg, target)
     generator = torch.Generator().manual_seed(cfg.seed * 1009 + rank)
     augment = cfg.augment if cfg.augment.enabled else None
 
@@ -93,26 +100,32 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         batches = batches[: _min_over_workers(len(batches), world, device)]
         loss = train_epoch(
             trained,
-            (_batch(train, idx) for idx in batches),
+            (_batch(train, idx, aux=True) for idx in batches),
             optimizer,
             loss_fn,
             scaler,
             device,
             augment,
             generator,
+            after_step=None if ema is None else lambda: ema.update_parameters(model),
+            accumulate=cfg.accumulate,
         )
         loss = _mean_over_workers(loss, world, device)
+        # With an EMA, the average is what is validated, kept and shipped.
+        shipped = model if ema is None else ema.module
         metrics = {
-            k: float(v) for k, v in _validate(model, val, target, cfg, device, world).items()
+            k: float(v) for k, v in _validate(shipped, val, target, cfg, device, world).items()
         }
         stop = stopper.update(metrics.get(cfg.monitor, math.nan))
         if stopper.improved or best_state is None:
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            best_state = copy.deepcopy(
+                {k: v.detach().cpu() for k, v in shipped.state_dict().items()}
+            )
         record = {"epoch": float(epoch), "train_loss": float(loss), **metrics}
         history.append(record)
         if rank == 0:  # before the checkpoint: a restart from it never leaves the epoch unlogged
             _log_live(config.get("mlflow"), record, epoch)
-        _report(record, rank, model, optimizer, stopper, history, best_state, epoch)
+        _report(record, rank, model, ema, optimizer, stopper, history, best_state, epoch)
         if stop:
             break
 
@@ -132,9 +145,13 @@ def _epoch_indices(
     )
 
 
-def _batch(arrays: dict[str, np.ndarray], idx: np.ndarray) -> Batch:
+def _batch(arrays: dict[str, np.ndarray], idx: np.ndarray, aux: bool = False) -> Batch:
+    """Rows ``idx`` as a batch; ``aux``: the labels with the auxiliary targets' values."""
     metadata = arrays[METADATA][idx] if METADATA in arrays else None
-    return make_batch(arrays[IMAGE][idx], arrays[LABEL][idx], metadata)
+    labels = arrays[LABEL][idx]
+    if aux and AUX in arrays:
+        labels = stack_labels(labels, arrays[AUX][idx])
+    return make_batch(arrays[IMAGE][idx], labels, metadata)
 
 
 def _validate(
@@ -148,7 +165,9 @@ def _validate(
     """Breast-level metrics on the validation rows of every worker (same result on each)."""
     n = len(val.get(c.IMAGE_ID, []))
     chunks = [np.arange(i, min(i + EVAL_BATCH, n)) for i in range(0, n, EVAL_BATCH)]
-    logits = predict_batches(model, (_batch(val, idx) for idx in chunks), device, cfg.amp)
+    batches = (_batch(val, idx) for idx in chunks)
+    logits = predict_batches(model, batches, device, cfg.amp, cfg.tta_vflip)
+    logits = logits[:, : target.num_outputs]  # the auxiliary heads' outputs are not scored
     local = pd.DataFrame(
         {
             c.IMAGE_ID: val.get(c.IMAGE_ID, np.zeros(0, np.int64)),
@@ -192,6 +211,7 @@ def _report(
     record: dict[str, float],
     rank: int,
     model: torch.nn.Module,
+    ema: torch.optim.swa_utils.AveragedModel | None,
     optimizer: torch.optim.Optimizer,
     stopper: EarlyStopping,
     history: list[dict[str, float]],
@@ -203,8 +223,9 @@ def _report(
         checkpoint = None
         if rank == 0:
             state = {
-                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "model": _cpu(model.state_dict()),
                 "optimizer": optimizer.state_dict(),
+                "ema": None if ema is None else _cpu(ema.state_dict()),
                 "stopper": dict(stopper.__dict__),
                 "history": history,
                 "best": best_state,
@@ -214,6 +235,10 @@ def _report(
             checkpoint = ray.train.Checkpoint.from_directory(directory)
         ray.train.report(record, checkpoint=checkpoint)
     publish_training_metrics([record])
+
+
+def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in state.items()}
 
 
 def read_state(directory: str | Path) -> dict[str, Any]:

@@ -68,6 +68,9 @@ def test_config_round_trips_through_json() -> None:
         pytest.param({"lr": 0.0}, id="zero-learning-rate"),
         pytest.param({"aggregation": "median"}, id="unknown-aggregation"),
         pytest.param({"early_stopping_patience": 0}, id="zero-patience"),
+        pytest.param({"accumulate": 0}, id="no-batch-per-step"),
+        pytest.param({"ema_decay": 1.0}, id="ema-that-never-moves"),
+        pytest.param({"ema_decay": 0.0}, id="ema-that-is-the-weights"),
     ],
 )
 def test_bad_configs_raise(kwargs: dict[str, object]) -> None:
@@ -219,6 +222,50 @@ def test_vflip_test_time_augmentation_is_the_mean_of_the_image_and_its_mirror() 
     tta = predict_batches(model, [make_batch(images, labels)], CPU, vflip=True)
     np.testing.assert_allclose(tta, (plain + mirrored) / 2, rtol=1e-5, atol=1e-6)
     assert not np.allclose(plain, mirrored)  # the lesion's row matters: the test can fail
+
+
+class _Linear(torch.nn.Module):
+    """A model without BatchNorm or dropout: its gradient is the same in any batch split."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = torch.nn.Linear(32 * 16, 1)
+
+    def forward(self, image: torch.Tensor, metadata: torch.Tensor | None = None) -> torch.Tensor:
+        return self.fc(image.flatten(1))
+
+
+def _sgd_epoch(batches: list[list[int]], accumulate: int) -> tuple[dict[str, torch.Tensor], int]:
+    images, labels = _separable(24, seed=6)
+    model = _Linear()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    steps: list[int] = []
+    train_epoch(
+        model,
+        [make_batch(images[i], labels[i].astype(np.float32)) for i in batches],
+        optimizer,
+        Target.for_column(CANCER).loss_fn(),
+        None,
+        CPU,
+        after_step=lambda: steps.append(1),
+        accumulate=accumulate,
+    )
+    return model.state_dict(), len(steps)
+
+
+def test_gradient_accumulation_steps_as_one_batch_of_the_accumulated_size() -> None:
+    rows = list(range(24))
+    big, big_steps = _sgd_epoch([rows[:8], rows[8:16], rows[16:]], accumulate=1)
+    small, small_steps = _sgd_epoch([rows[i : i + 4] for i in range(0, 24, 4)], accumulate=2)
+    assert big_steps == small_steps == 3
+    for name in big:
+        torch.testing.assert_close(small[name], big[name])
+    unaccumulated, steps = _sgd_epoch([rows[i : i + 4] for i in range(0, 24, 4)], accumulate=1)
+    assert steps == 6 and not torch.allclose(unaccumulated["fc.weight"], big["fc.weight"])
+    # 5 batches in groups of 2: the last, partial group is a step of its own
+    _, partial_steps = _sgd_epoch([rows[i : i + 4] for i in range(0, 20, 4)], accumulate=2)
+    assert partial_steps == 3
 
 
 def test_weight_ema_follows_the_weights_after_each_step() -> None:

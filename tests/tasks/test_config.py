@@ -50,7 +50,10 @@ def test_the_documented_example_names_every_key_and_reads_back_as_the_defaults()
             "[trian]\nepochs = 3",
             "unknown section [trian]; allowed: ['ingest', 'monitor', 'preprocess'",
         ),
-        ("[train]\nepoch = 3", "[train]: unknown key 'epoch'; allowed: ['aggregation', 'amp'"),
+        (
+            "[train]\nepoch = 3",
+            "[train]: unknown key 'epoch'; allowed: ['accumulate', 'aggregation', 'amp'",
+        ),
         ("[train]\nepochs = 'three'", "[train] epochs must be an integer, got 'three'"),
         ("[train]\nepochs = 0", "[train]: epochs must be >= 1, got 0"),
         ("[train]\nmodel = 'vgg'", "unknown model 'vgg'"),
