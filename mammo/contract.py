@@ -296,6 +296,7 @@ DATA_DOCS_DIR: Final = f"{VALIDATION_DIR}/data-docs"  # {time}-{gate}/index.html
 MONITOR_DIR: Final = "monitor"
 DRIFT_REPORTS_DIR: Final = f"{MONITOR_DIR}/drift"  # {stamp}.json and {stamp}.md, one per report
 NIGHTS_DIR: Final = f"{MONITOR_DIR}/nights"  # {stamp}.json: one record per nightly run
+OUTCOMES_DIR: Final = f"{MONITOR_DIR}/outcomes"  # {model}-v{version}.parquet: charted breasts
 DRIFT_RESOLVED_FILE: Final = f"{MONITOR_DIR}/drift-resolved.json"  # finding key -> resolution
 # In registry/{model}/v{version}/; the card's files also in the run's model_card/ artifacts:
 MODEL_CARD_FILE: Final = "model_card.md"

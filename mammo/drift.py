@@ -2,7 +2,8 @@
 
 The reference is a profile of the rows a model was trained on (REFERENCE_COLUMNS of the
 manifest, with the model's own scores on its validation and holdout images), recorded with
-the model; the current set is every manifest row not in it. Nothing here needs labels.
+the model; the current set is every manifest row not in it. Nothing here needs labels; the
+performance charts do (mammo/performance.py).
 
 Findings, each against the thresholds of :class:`DriftSettings`:
 
@@ -14,6 +15,8 @@ Findings, each against the thresholds of :class:`DriftSettings`:
   machine: PSI over the reference's deciles and a two-sample Kolmogorov-Smirnov test.
 - ``score-shift``: per site and per machine, the model's score distribution (PSI and KS),
   or its predicted recall rate at the locked threshold (a two-proportion z-test).
+- ``performance-shift`` (mammo/performance.py), once labels arrive: a CUSUM of the model's
+  misses or false recalls at the locked threshold crossed its limit (always critical).
 
 A finding is ``critical`` when its PSI reaches ``psi_critical``, else a ``warning``. Both
 conditions (effect size and significance) must hold, so that a large night does not alarm on
@@ -63,6 +66,7 @@ class FindingKind(StrEnum):
     MIX_SHIFT = "mix-shift"
     NUMERIC_SHIFT = "numeric-shift"
     SCORE_SHIFT = "score-shift"
+    PERFORMANCE_SHIFT = "performance-shift"  # mammo/performance.py: needs labels
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,8 @@ class DriftSettings:
     min_samples: int = 30  # per side, for a shift test (patients, breasts or images)
     bins: int = 10
     recall_rate_change: float = 0.05  # absolute change of the predicted recall rate
+    cusum_odds_ratio: float = 2.0  # the CUSUMs detect the odds of a miss (or a false recall) x2
+    cusum_arl: float = 500.0  # in-control cases of a chart's class between false signals
 
     def __post_init__(self) -> None:
         if not 0 < self.psi_warning <= self.psi_critical:
@@ -89,6 +95,11 @@ class DriftSettings:
             )
         if not 0 < self.recall_rate_change < 1:
             raise ValueError(f"recall_rate_change must be in (0, 1), got {self.recall_rate_change}")
+        if not (self.cusum_odds_ratio > 1 and self.cusum_arl > 1):
+            raise ValueError(
+                f"need cusum_odds_ratio > 1 and cusum_arl > 1, got {self.cusum_odds_ratio}, "
+                f"{self.cusum_arl}"
+            )
 
 
 @dataclass(frozen=True)

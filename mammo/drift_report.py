@@ -14,7 +14,9 @@ from typing import Any
 import pandas as pd
 
 from mammo import contract as c
+from mammo.cusum import Chart
 from mammo.drift import REFERENCE_COLUMNS, Finding, Severity
+from mammo.performance import chart_markdown
 
 PROFILE_COLUMNS = (*REFERENCE_COLUMNS, c.PATIENT_ID, c.LATERALITY)
 
@@ -38,6 +40,7 @@ class DriftReport:
     current_images: int
     findings: tuple[Finding, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
+    charts: tuple[Chart, ...] = ()  # the model's sensitivity and specificity CUSUMs
 
     def counts(self) -> dict[str, int]:
         return {s.value: sum(f.severity is s for f in self.findings) for s in Severity}
@@ -52,6 +55,7 @@ class DriftReport:
             "counts": self.counts(),
             "findings": [f.to_dict() for f in self.findings],
             "notes": list(self.notes),
+            "charts": [chart.to_dict() for chart in self.charts],
         }
 
     def summary(self) -> str:
@@ -80,6 +84,7 @@ class DriftReport:
                     f"| {f.severity.value} | {f.kind.value} | {f.column} | {f.group} | "
                     f"{f.statistic} | {f.value:.4g} | {p} | {f.images} | {f.detail} |"
                 )
+        lines += chart_markdown(list(self.charts))
         return "\n".join(lines) + "\n"
 
 

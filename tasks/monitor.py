@@ -2,8 +2,9 @@
 the profile of its training data recorded with it (mammo.drift, mammo.drift_report).
 
 Each finding is a Prefect event ``mammo.drift.<kind>`` (resource: the dataset, or the model
-version for a score finding), the report a markdown artifact and two files under
-OUT/monitor/drift/. A report warns; it never stops the night.
+version for a score or performance finding), the report a markdown artifact and two files
+under OUT/monitor/drift/. The labelled new breasts the model scored are kept under
+OUT/monitor/outcomes/ for its CUSUM charts. A report warns; it never stops the night.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 import io
 import json
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from prefect.events import emit_event
 
 from mammo import contract as c
 from mammo import tags as t
+from mammo.cusum import Chart
 from mammo.drift import (
     CATEGORICAL,
     DriftSettings,
@@ -35,7 +38,8 @@ from mammo.drift import (
     compare_scores,
 )
 from mammo.drift_report import DriftReport, unresolved_critical
-from mammo.metrics import AGGREGATIONS, Aggregation
+from mammo.metrics import AGGREGATIONS, Aggregation, aggregate_breasts
+from mammo.performance import new_outcomes, performance_charts
 from tasks import tracking
 from tasks.logs import run_logger
 from tasks.scoring import load_bundle, read_manifest, score_rows
@@ -45,14 +49,23 @@ from tasks.storage import join_uri, open_store
 EVENT_PREFIX = "mammo.drift."
 
 
+@dataclass(frozen=True)
+class Scored:
+    """The new images with the model's PROBABILITY, and how it calls a breast positive."""
+
+    rows: pd.DataFrame
+    threshold: float | None
+    aggregation: Aggregation | None
+
+
 @task(name="drift-report")
 def drift_report(data: str, monitor: dict[str, Any] | None = None) -> dict[str, Any]:
     """Compare ``data``'s new images with the champion's reference; write and publish the
     report; return it (as JSON) with where it was written."""
     logger = run_logger()
     settings = Settings.from_env()
-    report = build_report(data, DriftSettings(**(monitor or {})), settings)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    report = build_report(data, DriftSettings(**(monitor or {})), settings, stamp)
     out = open_store(data)
     document = report.to_dict()
     out.write_bytes(f"{c.DRIFT_REPORTS_DIR}/{stamp}.json", json.dumps(document, indent=2).encode())
@@ -115,7 +128,11 @@ class DriftError(ValueError):
     """A drift resolution that cannot be recorded."""
 
 
-def build_report(data: str, drift: DriftSettings, settings: Settings) -> DriftReport:
+def build_report(
+    data: str, drift: DriftSettings, settings: Settings, night: str = ""
+) -> DriftReport:
+    """The report of ``data`` against the champion; ``night`` stamps the labelled breasts
+    charted for the first time (mammo/performance.py)."""
     client, name = tracking.client(settings), settings.model_name
     manifest = read_manifest(data)
     version, notes = _reference_version(client, name)
@@ -131,13 +148,19 @@ def build_report(data: str, drift: DriftSettings, settings: Settings) -> DriftRe
         return DriftReport(data, name, str(version.version), 0, len(manifest), notes=tuple(notes))
     current = manifest[~manifest[c.IMAGE_ID].isin(reference[c.IMAGE_ID])].reset_index(drop=True)
     findings = compare(reference, current, drift)
+    charts: list[Chart] = []
     if current.empty:
         notes.append(f"no image arrived since version {version.version} was trained")
     elif reference[c.PROBABILITY].notna().any():
-        findings += _score_findings(data, reference, current, name, version, drift, settings)
+        scored = _scores(data, current, name, version, settings)
+        if scored is not None:
+            findings += _score_findings(reference, scored, drift)
+            charts, performance, note = _performance(data, scored, client, version, drift, night)
+            findings += performance
+            notes += [note] if note else []
     return DriftReport(
         data, name, str(version.version), len(reference), len(current), tuple(findings),
-        tuple(notes),
+        tuple(notes), tuple(charts),
     )  # fmt: skip
 
 
@@ -182,24 +205,60 @@ def _reference(client: MlflowClient, run_id: str) -> pd.DataFrame | None:
         return pd.read_parquet(io.BytesIO(Path(local).read_bytes()))
 
 
-def _score_findings(
-    data: str,
-    reference: pd.DataFrame,
-    current: pd.DataFrame,
-    name: str,
-    version: ModelVersion,
-    drift: DriftSettings,
-    settings: Settings,
-) -> list[Finding]:
-    """The model's scores on the new images against its own on its validation and holdout."""
+def _scores(
+    data: str, current: pd.DataFrame, name: str, version: ModelVersion, settings: Settings
+) -> Scored | None:
+    """The model's scores of the new images (None unless its target is cancer)."""
     uri = f"models:/{name}/{version.version}"
     bundle = load_bundle(uri, settings.mlflow_tracking_uri)
     if bundle.config.target != c.CANCER:
-        return []
+        return None
     scored = score_rows(data, current, [uri], settings).rename(columns={"model_0": c.PROBABILITY})
     how = bundle.config.aggregation
     aggregation: Aggregation | None = how if how in AGGREGATIONS else None
-    return compare_scores(reference, scored, bundle.config.threshold, drift, aggregation)
+    return Scored(scored, bundle.config.threshold, aggregation)
+
+
+def _score_findings(reference: pd.DataFrame, scored: Scored, drift: DriftSettings) -> list[Finding]:
+    """The model's scores on the new images against its own on its validation and holdout."""
+    return compare_scores(reference, scored.rows, scored.threshold, drift, scored.aggregation)
+
+
+def _performance(
+    data: str,
+    scored: Scored,
+    client: MlflowClient,
+    version: ModelVersion,
+    drift: DriftSettings,
+    night: str,
+) -> tuple[list[Chart], list[Finding], str]:
+    """Tonight's labelled new breasts added to the version's outcomes; its CUSUM charts."""
+    if scored.threshold is None:
+        return [], [], ""
+    point = _holdout_operating_point(client, version.run_id or "")
+    if point is None:
+        return [], [], f"version {version.version} has no holdout operating point: no CUSUM"
+    breasts = aggregate_breasts(scored.rows, c.PROBABILITY, scored.aggregation or "mean")
+    store, path = open_store(data), f"{c.OUTCOMES_DIR}/{version.name}-v{version.version}.parquet"
+    known = pd.read_parquet(io.BytesIO(store.read_bytes(path))) if store.exists(path) else None
+    outcomes = new_outcomes(known, breasts, night)
+    if outcomes.empty:
+        return [], [], "no labelled breast among the new images yet: no CUSUM"
+    buffer = io.BytesIO()
+    outcomes.to_parquet(buffer, index=False)
+    store.write_bytes(path, buffer.getvalue())
+    charts, findings = performance_charts(outcomes, scored.threshold, point, drift)
+    return charts, findings, ""
+
+
+def _holdout_operating_point(client: MlflowClient, run_id: str) -> dict[str, int] | None:
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = client.download_artifacts(run_id, t.evaluation_file("holdout"), tmp)
+        except Exception:  # noqa: BLE001 - MLflow raises several kinds for a missing artifact
+            return None
+        point = json.loads(Path(local).read_text()).get("operating_point") or {}
+    return point if {"tp", "fn", "fp", "tn"} <= set(point) else None
 
 
 def dataset_resource(data: str) -> dict[str, str]:
@@ -219,7 +278,8 @@ def _publish(report: DriftReport) -> None:
     dataset = dataset_resource(report.data)
     model = model_resource(report.model, report.version) if report.version else None
     for finding in report.findings:
-        if finding.kind is FindingKind.SCORE_SHIFT and model is not None:
+        on_model = finding.kind in (FindingKind.SCORE_SHIFT, FindingKind.PERFORMANCE_SHIFT)
+        if on_model and model is not None:
             resource, related = model, [{**dataset, "prefect.resource.role": "dataset"}]
         else:
             resource = dataset

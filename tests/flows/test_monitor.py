@@ -6,6 +6,8 @@ events from the session's real Prefect server.
   those data findings and nothing else (the champion's scores may move on machine 49, and
   only there), and the command still succeeds (drift warns);
 - a night drawn from the reference's own distribution raises nothing;
+- the same night with half its negative breasts relabelled as cancers (missed by the
+  champion) raises the sensitivity CUSUM, and only it;
 - `mammo monitor` prints a completed night and one stopped at the metadata gate side by side.
 """
 
@@ -155,10 +157,11 @@ def test_a_new_machine_and_a_pixel_shift_raise_exactly_those_findings_as_events(
     found = {(f["kind"], f["column"], f["group"]) for f in report["findings"]}
     new_machine = ("new-value", c.MACHINE_ID, f"{c.MACHINE_ID}={NEW_MACHINE}")
     pixels = {("numeric-shift", col, "machine_id=49") for col in (c.PIXEL_MEAN, c.PIXEL_STD)}
-    data = {f for f in found if f[0] != "score-shift"}
+    # The champion sees the darker images too: its scores, and so its misses, may move.
+    on_model = ("score-shift", "performance-shift")
+    data = {f for f in found if f[0] not in on_model}
     assert new_machine in data and data & pixels, report
     assert data <= {new_machine, *pixels}, f"unexpected findings: {data - {new_machine, *pixels}}"
-    # The champion sees the darker images too: its scores may move there, and only there.
     assert {g for kind, _, g in found if kind == "score-shift"} <= {"machine_id=49", "site_id=1"}
     assert report["version"] and report["current_images"] == len(new)
     assert f"machine_id {NEW_MACHINE}, never seen in the reference" in done.stdout
@@ -171,7 +174,8 @@ def test_a_new_machine_and_a_pixel_shift_raise_exactly_those_findings_as_events(
 
     # A protocol blocking on critical drift waits until someone resolves each finding.
     critical = unresolved_drift(str(out))
-    assert critical and all(key.startswith("numeric-shift:") or "49" in key for key in critical)
+    allowed = ("numeric-shift:", "performance-shift:")
+    assert critical and all(key.startswith(allowed) or "49" in key for key in critical)
     why = ["--reason", "new detector firmware on machine 49, checked by physics"]
     for key in critical:
         done = mammo(pipeline, prefect_server, "drift", "--data", str(out), "--resolve", key, *why)
@@ -206,6 +210,49 @@ def test_a_night_from_the_reference_distribution_raises_nothing(
     assert report["current_images"] > 50 and report["findings"] == [], report
     assert "no drift found" in done.stdout
     assert drift_events(out, expected=1, wait_s=5) == []
+
+
+def test_cancers_the_champion_misses_raise_its_sensitivity_cusum_and_nothing_else(
+    pipeline: Pipeline, prefect_server: str, config: Path, tmp_path: Path
+) -> None:
+    """Labels arrive for new breasts, and many of tonight's cancers are ones the champion
+    scores as negative (relabelled negatives): its sensitivity chart signals, the others
+    stay quiet, and the chart is in the report, the markdown and the events."""
+    raw = tonight(pipeline, tmp_path, seed=9)
+    csv = pd.read_csv(raw / "train.csv")
+    new = csv.index >= len(pd.read_csv(pipeline.raw / "train.csv"))
+    breasts = csv[new & (csv[c.CANCER] == 0)][[c.PATIENT_ID, c.LATERALITY]].drop_duplicates()
+    missed = breasts.iloc[: len(breasts) // 2]
+    keys = pd.MultiIndex.from_frame(csv[[c.PATIENT_ID, c.LATERALITY]])
+    csv.loc[keys.isin(pd.MultiIndex.from_frame(missed)), c.CANCER] = 1
+    csv.to_csv(raw / "train.csv", index=False)
+    out = tmp_path / "out"
+    shutil.copytree(pipeline.out, out)
+    ingest(raw, out)
+
+    done = drift(pipeline, prefect_server, out, config)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(sorted((out / c.DRIFT_REPORTS_DIR).glob("*.json"))[-1].read_text())
+    found = {(f["kind"], f["column"]) for f in report["findings"]}
+    # seed 9 is the night the test above finds nothing in: the labels are all that changed
+    assert found == {("performance-shift", "sensitivity")}, report
+    charts = {chart["name"]: chart for chart in report["charts"]}
+    assert charts["sensitivity"]["signal_night"] and not charts["specificity"]["signal_night"]
+    assert sum(charts["sensitivity"]["cases"]) >= len(missed)
+    markdown = sorted((out / c.DRIFT_REPORTS_DIR).glob("*.md"))[-1].read_text()
+    assert "**sensitivity CUSUM**" in markdown and "**signal**" in markdown
+    events = drift_events(out, expected=len(report["findings"]))
+    performance = [e for e in events if e.event == f"{EVENT_PREFIX}performance-shift"]
+    assert [e.resource.id for e in performance] == [
+        f"mammo.model.mammo-cancer.v{report['version']}"
+    ]
+    # The same breasts are not charted twice: a second report adds no case.
+    again = drift(pipeline, prefect_server, out, config)
+    assert again.returncode == 0
+    second = json.loads(sorted((out / c.DRIFT_REPORTS_DIR).glob("*.json"))[-1].read_text())
+    assert [chart["nights"] for chart in second["charts"]] == [
+        chart["nights"] for chart in report["charts"]
+    ]
 
 
 def test_mammo_monitor_prints_a_completed_and_a_stopped_night_side_by_side(
