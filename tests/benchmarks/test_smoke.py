@@ -309,6 +309,10 @@ def _bright_square_part(patients: int, seed: int) -> model_quality.Part:
                     )
                 )
     frame = pd.DataFrame(rows, columns=["image_id", "patient_id", "laterality", "cancer", "oracle"])
+    # what the aux recipe learns beside the label: BIRADS 2 on positives, a density, a gap
+    frame["BIRADS"] = np.where(frame["cancer"] == 1, 2.0, np.where(frame.index % 3, 1.0, np.nan))
+    frame["density"] = "B"
+    frame["difficult_negative_case"] = False
     return model_quality.Part(np.stack(images), frame)
 
 
@@ -325,10 +329,10 @@ def test_model_quality_harness_learns_a_visible_lesion_and_scores_it_against_the
     base = model_quality.TrainConfig(
         image_rows=64, image_cols=32, epochs=3, batch_size=8, amp=False
     )
-    recipes = [r for r in model_quality.RECIPES if r.name in ("baseline", "no_augment")]
+    recipes = [r for r in model_quality.RECIPES if r.name in ("baseline", "no_augment", "aux")]
     result = model_quality.measure(parts, recipes, base, 0.9, {}, smoke=True)
     assert result.summary["oracle_auc"] == 1.0 and result.summary["test_breasts"] == 20
-    assert len(result.table) == 2 * len(model_quality.SCORINGS)
+    assert len(result.table) == 3 * len(model_quality.SCORINGS)
     by = {(row["recipe"], row["scoring"]): row for row in result.table}
     learned = by[("no_augment", "mean")]
     assert learned["test_auc"] > 0.9, learned  # a visible square is found
