@@ -17,6 +17,8 @@ import pytest
 from flows.train import train
 from mammo import contract as c
 from mammo import tags as t
+from tasks.scoring import score_rows
+from tasks.settings import Settings
 from tests.flows.conftest import SPLIT, Pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -52,7 +54,7 @@ def test_ema_flips_and_accumulation_ship_the_model_that_was_validated(
     assert metrics["val_auc"] == pytest.approx(best["auc"], abs=1e-9)
 
     # The registered pyfunc flips as validation did: its scores of the holdout PNGs are the
-    # holdout predictions the run logged (and promotion would compare).
+    # holdout predictions the run logged.
     logged = pd.read_parquet(artifact(f"{t.PREDICTIONS_DIR}/{t.predictions_file('holdout')}"))
     manifest = pd.read_parquet(pipeline.out / c.MANIFEST_FILE).set_index(c.IMAGE_ID)
     paths = manifest.loc[logged[c.IMAGE_ID], c.PNG_PATH]
@@ -61,4 +63,13 @@ def test_ema_flips_and_accumulation_ship_the_model_that_was_validated(
     bundle = model.unwrap_python_model().bundle
     assert bundle.vflip and bundle.model.spec.num_outputs == 1  # the auxiliary heads are gone
     scores = model.predict(frame)[c.PROBABILITY].to_numpy()
-    np.testing.assert_allclose(scores, logged[c.PROBABILITY].to_numpy(), rtol=1e-4, atol=1e-5)
+    expected = logged[c.PROBABILITY].to_numpy()
+    np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-5)
+    # ... and so does promotion's path: Ray tasks scoring the PNG bytes of the shards
+    rows = manifest.loc[logged[c.IMAGE_ID]].reset_index()
+    uri = f"runs:/{run_id}/{t.PYFUNC_MODEL}"
+    promoted = score_rows(str(pipeline.out), rows, [uri], Settings.from_env())
+    by_image = promoted.set_index(c.IMAGE_ID)["model_0"]
+    np.testing.assert_allclose(
+        by_image.loc[logged[c.IMAGE_ID]].to_numpy(), expected, rtol=1e-4, atol=1e-5
+    )
