@@ -24,7 +24,7 @@ import mlflow
 import pandas as pd
 import ray
 from prefect import task
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from mammo import contract as c
@@ -236,6 +236,9 @@ def _fit_and_log(
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
         datasets={k: v for k, v in datasets.items() if k in (Split.TRAIN, Split.VAL)},
+        # Training rows are shared out (in equal parts, as DDP needs); every worker validates
+        # on all the validation rows, so no row is dropped to make the parts equal.
+        dataset_config=DataConfig(datasets_to_split=[Split.TRAIN.value]),
     )
     result = trainer.fit()
     if result.checkpoint is None:

@@ -1,13 +1,14 @@
 """The loop every Ray Train worker runs: the mammo.training pieces, on Ray's data and devices.
 
-Per epoch: sampled batches of this worker's training rows (oversampling or balanced
-batches, binary targets only) -> augment + optimizer steps (DDP when several workers;
-gradients accumulated over ``accumulate`` batches; an EMA of the weights updated after each
-step when ``ema_decay`` is set) -> predictions on this worker's validation rows (of the EMA
-when there is one; with test-time flips when ``tta_vflip``), gathered from every worker so
-each one computes the same breast-level metrics and takes the same early-stopping decision ->
-``ray.train.report`` with a checkpoint from rank 0. A restarted worker group resumes from
-the last checkpoint: model, optimizer, epoch, history, early-stopping state, best weights.
+Per epoch: sampled batches of this worker's share of the training rows (oversampling or
+balanced batches, binary targets only) -> augment + optimizer steps (DDP when several
+workers; gradients accumulated over ``accumulate`` batches; an EMA of the weights updated
+after each step when ``ema_decay`` is set) -> predictions on all the validation rows, which
+every worker holds (of the EMA when there is one; with test-time flips when ``tta_vflip``),
+so each one computes the same breast-level metrics and takes the same early-stopping
+decision -> ``ray.train.report`` with a checkpoint from rank 0. A restarted worker group
+resumes from the last checkpoint: model, optimizer, EMA, epoch, history, early-stopping
+state, best weights.
 """
 
 from __future__ import annotations
@@ -113,9 +114,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         loss = _mean_over_workers(loss, world, device)
         # With an EMA, the average is what is validated, kept and shipped.
         shipped = model if ema is None else ema.module
-        metrics = {
-            k: float(v) for k, v in _validate(shipped, val, target, cfg, device, world).items()
-        }
+        metrics = {k: float(v) for k, v in _validate(shipped, val, target, cfg, device).items()}
         stop = stopper.update(metrics.get(cfg.monitor, math.nan))
         if stopper.improved or best_state is None:
             best_state = copy.deepcopy(
@@ -160,33 +159,25 @@ def _validate(
     target: Target,
     cfg: TrainConfig,
     device: torch.device,
-    world: int,
 ) -> dict[str, float]:
-    """Breast-level metrics on the validation rows of every worker (same result on each)."""
+    """Breast-level metrics on all the validation rows (each worker has them all, so each
+    computes the same figures and takes the same early-stopping decision)."""
     n = len(val.get(c.IMAGE_ID, []))
+    if n == 0:
+        return {}
     chunks = [np.arange(i, min(i + EVAL_BATCH, n)) for i in range(0, n, EVAL_BATCH)]
     batches = (_batch(val, idx) for idx in chunks)
     logits = predict_batches(model, batches, device, cfg.amp, cfg.tta_vflip)
     logits = logits[:, : target.num_outputs]  # the auxiliary heads' outputs are not scored
-    local = pd.DataFrame(
+    frame = pd.DataFrame(
         {
-            c.IMAGE_ID: val.get(c.IMAGE_ID, np.zeros(0, np.int64)),
-            c.PATIENT_ID: val.get(c.PATIENT_ID, np.zeros(0, np.int64)),
-            c.LATERALITY: val.get(c.LATERALITY, np.zeros(0, object)),
-            c.SITE_ID: val.get(c.SITE_ID, np.zeros(0, np.int64)),
-            target.column: val.get(LABEL, np.zeros(0)),
+            c.PATIENT_ID: val[c.PATIENT_ID],
+            c.LATERALITY: val[c.LATERALITY],
+            c.SITE_ID: val[c.SITE_ID],
+            target.column: val[LABEL],
         }
     )
-    local["logits"] = list(logits) if len(logits) else []
-    frames = [local]
-    if world > 1:
-        gathered: list[pd.DataFrame | None] = [None] * world
-        dist.all_gather_object(gathered, local)
-        frames = [f for f in gathered if f is not None]
-    frame = pd.concat(frames, ignore_index=True).sort_values(c.IMAGE_ID, ignore_index=True)
-    if frame.empty:
-        return {}
-    probabilities = target.probabilities(np.stack(frame["logits"].to_list()).astype(np.float32))
+    probabilities = target.probabilities(logits.astype(np.float32))
     return {k: float(v) for k, v in target.report(frame, probabilities, cfg.aggregation).items()}
 
 
