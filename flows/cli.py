@@ -85,6 +85,8 @@ def check_settings(args: argparse.Namespace) -> None:
         sections["split"] = _split_overrides(args)
     if hasattr(args, "positive_rate_band"):
         sections["validation"] = _validation_overrides(args)
+    if hasattr(args, "trials"):
+        sections["tune"] = {"trials": args.trials}
     if hasattr(args, "margin") and not getattr(args, "rollback", False):
         sections["promotion"] = {
             "protocol": args.protocol,
@@ -235,6 +237,24 @@ def cmd_train(args: argparse.Namespace) -> int:
         config=args.config,
     )
     _print_training(result)
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from flows.tune import tune
+
+    result = tune(
+        data=args.data,
+        trials=args.trials,
+        train_config=_train_overrides(args) or None,
+        split=_split_overrides(args),
+        config=args.config,
+        out_config=args.out_config,
+    )
+    print(f"\nTrials ({result['metric']}; * the best):\n{result['table']}\n")
+    _line("best config", result["out_config"])
+    _line("MLflow parent run", result["parent_run_id"])
+    _line("use it", f"mammo run --raw RAW --config {result['out_config']}")
     return 0
 
 
@@ -526,6 +546,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_arg(p)
     p.set_defaults(handler=cmd_train)
 
+    p = sub.add_parser("tune", help="search [train] hyperparameters with Ray Tune; best as TOML")
+    p.add_argument("--data", required=True, help="the ingest output (OUT)")
+    p.add_argument("--trials", type=int, default=None, help="how many (default: [tune] trials, 8)")
+    p.add_argument(
+        "--out-config",
+        default=None,
+        metavar="TOML",
+        help="where to write the best trial's configuration (default: $MAMMO_HOME/tuned.toml)",
+    )
+    _add_train_args(p)
+    _add_split_args(p)
+    _add_config_arg(p)
+    p.set_defaults(handler=cmd_tune)
+
     p = sub.add_parser("run", help="the nightly pipeline: ingest, validate, EDA, train, promote")
     _add_ingest_args(p, out_required=False)
     _add_promotion_args(p)
@@ -674,6 +708,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from mammo.config import ConfigError
     from mammo.inventory import MetadataError
     from mammo.protocol import ProtocolError
+    from mammo.search import TuningError
     from tasks.automations import AutomationError
     from tasks.ingest import IngestError
     from tasks.monitor import DriftError
@@ -699,6 +734,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         StorageURIError,
         AutomationError,
         DriftError,
+        TuningError,
         FileNotFoundError,
     )
 

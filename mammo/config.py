@@ -6,6 +6,7 @@
     [train]       TrainConfig's fields (model, epochs, batch_size, ..., [train.augment])
     [validation]  positive_rate_band, max_quarantine_rate
     [promotion]   protocol (a YAML file), metric, margin
+    [tune]        trials, metric, mode, ..., [tune.space] (mammo.search, `mammo tune`)
 
 Every section and key is optional; what is left out keeps its default, and command-line
 flags override the file. A wrong section, key or value is a :class:`ConfigError` whose one
@@ -15,6 +16,8 @@ object, so a value that would fail at training time fails when the file is read.
 
 from __future__ import annotations
 
+import json
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
@@ -139,3 +142,39 @@ def _coerce(key: str, default: Any, value: Any) -> Any:
 def _require(ok: bool, key: str, allowed: str, value: Any) -> None:
     if not ok:
         raise ConfigError(f"{key} must be {allowed}, got {value!r}")
+
+
+def dump_config(sections: Mapping[str, Mapping[str, Any]]) -> str:
+    """``sections`` as the TOML :func:`parse_config` reads: strings, numbers, booleans and lists
+    of them; a table inside a section (``augment`` of [train]) becomes ``[section.key]``,
+    deeper tables (a [tune] space's distributions) inline tables."""
+    lines: list[str] = []
+    for name, values in sections.items():
+        tables = {k: v for k, v in values.items() if isinstance(v, Mapping)}
+        lines.append(f"[{name}]")
+        lines += [_toml_pair(k, v) for k, v in values.items() if k not in tables]
+        for key, table in tables.items():
+            lines += ["", f"[{name}.{key}]", *(_toml_pair(k, v) for k, v in table.items())]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, float):
+        return repr(float(value))  # inf, -inf and nan are TOML floats too
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a TOML basic string
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(_toml_pair(k, v) for k, v in value.items()) + " }"
+    raise ConfigError(f"cannot write {value!r} ({type(value).__name__}) to a configuration file")
+
+
+def _toml_pair(key: str, value: Any) -> str:
+    bare = re.fullmatch(r"[A-Za-z0-9_-]+", key) is not None
+    return f"{key if bare else json.dumps(key)} = {_toml_value(value)}"

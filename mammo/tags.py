@@ -22,6 +22,11 @@ ROWS_PREFIX: Final = "mammo.rows."  # + split: images per split
 PREFECT_FLOW_RUN_ID: Final = "mammo.prefect_flow_run_id"
 VALIDATION: Final = "mammo.validation"  # mammo.promotion VALIDATION_* (also a version tag)
 VALIDATION_DETAIL: Final = "mammo.validation.detail"  # the report, or the command to run
+# ... and of a hyperparameter search (tasks/tune.py): a parent run, one child run per trial
+PARENT_RUN_ID: Final = "mlflow.parentRunId"  # MLflow's own key: the UI nests the child under it
+TUNE_TRIAL: Final = "mammo.tune.trial"  # the Ray Tune trial id of a child run
+TUNE_EXPERIMENT: Final = "mammo.tune.experiment"  # on the parent: where Ray Tune keeps its trials
+TUNE_BEST_RUN: Final = "mammo.tune.best_run_id"  # on the parent: the best trial's run
 
 # --- tags of a registered model version (flows/train.py, tasks/promote.py, tasks/registry.py)
 THRESHOLD: Final = "mammo.threshold"  # locked on validation, "%.6f"; "" without one
@@ -68,6 +73,7 @@ DRIFT_DIR: Final = "drift"
 DRIFT_REFERENCE: Final = f"{DRIFT_DIR}/reference.parquet"  # mammo.drift_report.reference_profile
 PROMOTION_DIR: Final = "promotion"
 DECISION_ARTIFACT: Final = f"{PROMOTION_DIR}/{c.DECISION_FILE}"  # the latest decision
+TUNED_CONFIG: Final = "tuned.toml"  # of a search's parent run: the best trial's configuration
 
 
 def predictions_file(split: str) -> str:

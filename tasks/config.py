@@ -13,17 +13,19 @@ from mammo.config import (
     PromotionSettings,
     RunConfig,
     check_section,
+    dump_config,
     parse_config,
 )
 from mammo.drift import DriftSettings
 from mammo.preprocess import PreprocessConfig
 from mammo.protocol import PromotionProtocol
+from mammo.search import TuneSettings
 from mammo.splits import SplitConfig
 from mammo.training import TrainConfig, check_pretrained
 from mammo.validation import ValidationConfig
 from tasks.storage import StorageError, open_store
 
-__all__ = ["ConfigError", "RunConfig", "load_config", "resolve"]
+__all__ = ["ConfigError", "RunConfig", "load_config", "resolve", "write_config"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ SECTIONS = {
     "validation": (ValidationBands, lambda v: ValidationConfig(**v)),
     "promotion": (PromotionSettings, _promotion),
     "monitor": (DriftSettings, lambda v: DriftSettings(**v)),
+    "tune": (TuneSettings, lambda v: TuneSettings(**v)),
 }
 
 
@@ -77,9 +80,24 @@ def load_config(uri: str | None) -> RunConfig:
     ``None`` or empty: no file, every default."""
     if not uri:
         return RunConfig()
-    parent, name = posixpath.split(uri) if "://" in uri else (str(Path(uri).parent), Path(uri).name)
+    parent, name = _split(uri)
     try:
         text = open_store(parent or ".").read_bytes(name).decode()
     except (FileNotFoundError, StorageError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read the configuration file {uri}: {exc}") from exc
     return parse_config(text, uri, SECTIONS)
+
+
+def write_config(uri: str, sections: dict[str, dict[str, Any]]) -> str:
+    """Write ``sections`` as a configuration file at ``uri`` (a path or an S3 URI), checked by
+    reading the text back first: what is written is a file :func:`load_config` takes."""
+    text = dump_config(sections)
+    parse_config(text, uri, SECTIONS)
+    parent, name = _split(uri)
+    open_store(parent or ".").write_bytes(name, text.encode())
+    return text
+
+
+def _split(uri: str) -> tuple[str, str]:
+    """(the folder, the file name) of a path or URI."""
+    return posixpath.split(uri) if "://" in uri else (str(Path(uri).parent), Path(uri).name)

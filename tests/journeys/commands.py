@@ -34,6 +34,7 @@ AUTOMATIONS = "tests/flows/test_automations.py::test_the_command_names_both_auto
 NOTIFY_BLOCK = (
     "tests/flows/test_automations.py::test_a_saved_notification_block_can_carry_the_drift_alerts"
 )
+TUNE = "tests/flows/test_tune.py::test_two_trials_nest_under_one_parent_run_and_the_best_config_is_a_nightly_config"  # noqa: E501
 REMOTE = EXAMPLE + "a remote cluster, server or bucket that this machine cannot reach"
 
 COMMANDS: Final[dict[str, str]] = {
@@ -121,6 +122,9 @@ COMMANDS: Final[dict[str, str]] = {
     "python -m benchmarks.fanout --images 2000 --repeats 3": FANOUT,
     "python -m benchmarks.fanout --images 200 --image-size full": FANOUT,
     "python -m benchmarks.fanout --images 2000 --shard-size 32": FANOUT,
+    # docs/training.md
+    "mammo tune --data data/out --trials 8 --config nightly.toml --out-config best.toml": TUNE,
+    "mammo run --raw data/raw --config best.toml": TUNE,
     # docs/decoding.md
     "mammo ingest --raw data/raw --out data/out-fast --decode fast": "tests/flows/test_ingest.py::test_mammo_ingest_decode_fast_reads_jpeg2000_at_the_resolution_the_output_needs",  # noqa: E501
     # docs/security.md
