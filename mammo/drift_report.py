@@ -7,7 +7,7 @@ publishes the report (Prefect events, a markdown artifact, the files under OUT).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,11 @@ class DriftReport:
     findings: tuple[Finding, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
     charts: tuple[Chart, ...] = ()  # the model's sensitivity and specificity CUSUMs
+    figures: tuple[str, ...] = ()  # PNG files beside the report (mammo/drift_plots.py)
+    # per site: the model's scores of its reference images and of tonight's (the figures')
+    scores: Mapping[str, tuple[Sequence[float], Sequence[float]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def counts(self) -> dict[str, int]:
         return {s.value: sum(f.severity is s for f in self.findings) for s in Severity}
@@ -56,6 +61,7 @@ class DriftReport:
             "findings": [f.to_dict() for f in self.findings],
             "notes": list(self.notes),
             "charts": [chart.to_dict() for chart in self.charts],
+            "figures": list(self.figures),
         }
 
     def summary(self) -> str:
@@ -69,7 +75,8 @@ class DriftReport:
         )
         return f"{self.current_images} new image(s) against {against}: {found}"
 
-    def markdown(self) -> str:
+    def markdown(self, figure_base: str = "") -> str:
+        """The report as markdown; its figures linked as ``figure_base`` + file name."""
         lines = [f"# Drift of {self.data}", "", self.summary(), ""]
         lines += [f"- {note}" for note in self.notes]
         if self.findings:
@@ -85,6 +92,8 @@ class DriftReport:
                     f"{f.statistic} | {f.value:.4g} | {p} | {f.images} | {f.detail} |"
                 )
         lines += chart_markdown(list(self.charts))
+        if self.figures:
+            lines += ["", *(f"![{name}]({figure_base}{name})" for name in self.figures)]
         return "\n".join(lines) + "\n"
 
 

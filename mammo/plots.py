@@ -40,7 +40,7 @@ def roc_curves(curves: Curves, path: Path, title: str) -> Path:
     legend, and the chance diagonal. A pair with one class only is a legend note."""
     from sklearn.metrics import roc_curve
 
-    figure = _figure(FIGSIZE)
+    figure = new_figure(FIGSIZE)
     axes = figure.subplots()
     axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
     for name, (y_true, p) in curves.items():
@@ -54,7 +54,7 @@ def roc_curves(curves: Curves, path: Path, title: str) -> Path:
     axes.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
     axes.set(xlim=(0, 1), ylim=(0, 1.02))
     axes.legend(loc="lower right")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def pr_curves(curves: Curves, path: Path, title: str) -> Path:
@@ -62,7 +62,7 @@ def pr_curves(curves: Curves, path: Path, title: str) -> Path:
     and the pair's positive rate (the precision of a random ranking) as a dashed baseline."""
     from sklearn.metrics import average_precision_score, precision_recall_curve
 
-    figure = _figure(FIGSIZE)
+    figure = new_figure(FIGSIZE)
     axes = figure.subplots()
     for name, (y_true, p) in curves.items():
         positive, q = _binary_pair(name, y_true, p)
@@ -76,7 +76,7 @@ def pr_curves(curves: Curves, path: Path, title: str) -> Path:
         axes.axhline(rate, linestyle="--", color=line.get_color(), label=f"{name}: rate {rate:.3f}")
     axes.set(xlabel="recall", ylabel="precision", title=title, xlim=(0, 1), ylim=(0, 1.02))
     axes.legend(loc="upper right")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def training_curves(
@@ -88,15 +88,15 @@ def training_curves(
     position. A key missing (or NaN) in an epoch is skipped there; an empty history gives a
     figure that says "no epochs".
     """
-    figure = _figure((FIGSIZE[0], 6.0))
+    figure = new_figure((FIGSIZE[0], 6.0))
     if not history:
         _note(figure.subplots(), "no epochs")
-        return _save(figure, path)
+        return save_figure(figure, path)
     loss_axes, metric_axes = figure.subplots(2, 1, sharex=True)
     _plot_keys(loss_axes, history, [TRAIN_LOSS_KEY], "train loss")
     _plot_keys(metric_axes, history, metrics, "validation")
     metric_axes.set_xlabel(EPOCH_KEY)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def sample_grid(
@@ -119,10 +119,10 @@ def sample_grid(
         row = rows.setdefault(label, [])
         if len(row) < per_class:
             row.append(image)
-    figure = _figure((1.6 * per_class + 0.4, 2.3 * max(len(rows), 1)))
+    figure = new_figure((1.6 * per_class + 0.4, 2.3 * max(len(rows), 1)))
     if not rows:
         _note(figure.subplots(), "no images")
-        return _save(figure, path)
+        return save_figure(figure, path)
     subfigures = figure.subfigures(len(rows), 1, squeeze=False)[:, 0]
     for subfigure, label in zip(subfigures, sorted(rows), strict=True):
         subfigure.suptitle(label)
@@ -132,7 +132,7 @@ def sample_grid(
             axes.imshow(image[::step, ::step], cmap="gray")  # (H, W) -> (H/step, W/step)
         for axes in subfigure.axes:
             axes.set_axis_off()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def confusion_matrix_plot(
@@ -155,7 +155,7 @@ def confusion_matrix_plot(
     counts = np.zeros((k, k), dtype=np.int64)
     np.add.at(counts, (true, pred), 1)  # (N,) pairs -> (K, K) counts
     row_share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    figure = _figure(FIGSIZE)
+    figure = new_figure(FIGSIZE)
     axes = figure.subplots()
     image = axes.imshow(row_share, cmap="Blues", vmin=0.0, vmax=1.0)
     figure.colorbar(image, ax=axes, label="share of true class")
@@ -166,7 +166,7 @@ def confusion_matrix_plot(
     axes.set(xticks=ticks, yticks=ticks, xlabel="predicted", ylabel="true", title=title)
     axes.set_xticklabels(class_names)
     axes.set_yticklabels(class_names)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def reliability_plot(
@@ -174,7 +174,7 @@ def reliability_plot(
 ) -> Path:
     """Observed positive rate against mean predicted probability per bin, one line per
     model (the ``bins`` of ``mammo.clinical.calibration``), marker area by bin size."""
-    figure = _figure(FIGSIZE)
+    figure = new_figure(FIGSIZE)
     axes = figure.subplots()
     axes.plot([0, 1], [0, 1], linestyle=":", color="grey", label="perfect calibration")
     for label, bins in curves.items():
@@ -188,10 +188,10 @@ def reliability_plot(
     axes.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean predicted probability")
     axes.set(ylabel="observed cancer rate", title=title)
     axes.legend(loc="upper left")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
-def _figure(size: tuple[float, float]) -> Figure:
+def new_figure(size: tuple[float, float]) -> Figure:
     """A figure on its own Agg canvas, not known to pyplot."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -201,7 +201,7 @@ def _figure(size: tuple[float, float]) -> Figure:
     return figure
 
 
-def _save(figure: Figure, path: Path) -> Path:
+def save_figure(figure: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=DPI, format="png")
     return path

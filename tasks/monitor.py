@@ -13,7 +13,7 @@ import hashlib
 import io
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,25 +37,17 @@ from mammo.drift import (
     compare,
     compare_scores,
 )
+from mammo.drift_plots import cusum_plot, score_histograms
 from mammo.drift_report import DriftReport, unresolved_critical
-from mammo.metrics import AGGREGATIONS, Aggregation, aggregate_breasts
-from mammo.performance import new_outcomes, performance_charts
+from mammo.metrics import AGGREGATIONS, Aggregation
 from tasks import tracking
 from tasks.logs import run_logger
+from tasks.performance import Scored, performance
 from tasks.scoring import load_bundle, read_manifest, score_rows
 from tasks.settings import Settings
 from tasks.storage import join_uri, open_store
 
 EVENT_PREFIX = "mammo.drift."
-
-
-@dataclass(frozen=True)
-class Scored:
-    """The new images with the model's PROBABILITY, and how it calls a breast positive."""
-
-    rows: pd.DataFrame
-    threshold: float | None
-    aggregation: Aggregation | None
 
 
 @task(name="drift-report")
@@ -67,6 +59,11 @@ def drift_report(data: str, monitor: dict[str, Any] | None = None) -> dict[str, 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     report = build_report(data, DriftSettings(**(monitor or {})), settings, stamp)
     out = open_store(data)
+    names = []
+    for name, png in _figures(report).items():
+        names.append(f"{stamp}-{name}.png")
+        out.write_bytes(f"{c.DRIFT_REPORTS_DIR}/{names[-1]}", png)
+    report = replace(report, figures=tuple(names))
     document = report.to_dict()
     out.write_bytes(f"{c.DRIFT_REPORTS_DIR}/{stamp}.json", json.dumps(document, indent=2).encode())
     out.write_bytes(f"{c.DRIFT_REPORTS_DIR}/{stamp}.md", report.markdown().encode())
@@ -76,8 +73,25 @@ def drift_report(data: str, monitor: dict[str, Any] | None = None) -> dict[str, 
     for finding in report.findings:
         logger.warning("Drift %s: %s", finding.severity.value, finding.detail)
     logger.info("Drift report %s: %s", where, report.summary())
-    _publish(report)
+    _publish(report, join_uri(out.uri, c.DRIFT_REPORTS_DIR) + "/")
     return {**document, "report": where}
+
+
+def _figures(report: DriftReport) -> dict[str, bytes]:
+    """The report's figures as PNG bytes, by name: scores per site, the CUSUMs."""
+    against = f"{report.model} v{report.version}"
+    figures: dict[str, bytes] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        if report.scores:
+            title = f"{against}: scores of its reference and tonight's images"
+            path = score_histograms(report.scores, Path(tmp) / "scores.png", title)
+            figures["scores"] = path.read_bytes()
+        if report.charts:
+            title = f"{against}: misses and false recalls at its threshold"
+            figures["cusum"] = cusum_plot(
+                report.charts, Path(tmp) / "cusum.png", title
+            ).read_bytes()
+    return figures
 
 
 def latest_report(data: str) -> dict[str, Any] | None:
@@ -149,18 +163,20 @@ def build_report(
     current = manifest[~manifest[c.IMAGE_ID].isin(reference[c.IMAGE_ID])].reset_index(drop=True)
     findings = compare(reference, current, drift)
     charts: list[Chart] = []
+    scores: dict[str, tuple[list[float], list[float]]] = {}
     if current.empty:
         notes.append(f"no image arrived since version {version.version} was trained")
     elif reference[c.PROBABILITY].notna().any():
         scored = _scores(data, current, name, version, settings)
         if scored is not None:
             findings += _score_findings(reference, scored, drift)
-            charts, performance, note = _performance(data, scored, client, version, drift, night)
-            findings += performance
+            scores = _site_scores(reference, scored.rows)
+            charts, found, note = performance(data, scored, client, version, drift, night)
+            findings += found
             notes += [note] if note else []
     return DriftReport(
         data, name, str(version.version), len(reference), len(current), tuple(findings),
-        tuple(notes), tuple(charts),
+        tuple(notes), tuple(charts), scores=scores,
     )  # fmt: skip
 
 
@@ -224,41 +240,16 @@ def _score_findings(reference: pd.DataFrame, scored: Scored, drift: DriftSetting
     return compare_scores(reference, scored.rows, scored.threshold, drift, scored.aggregation)
 
 
-def _performance(
-    data: str,
-    scored: Scored,
-    client: MlflowClient,
-    version: ModelVersion,
-    drift: DriftSettings,
-    night: str,
-) -> tuple[list[Chart], list[Finding], str]:
-    """Tonight's labelled new breasts added to the version's outcomes; its CUSUM charts."""
-    if scored.threshold is None:
-        return [], [], ""
-    point = _holdout_operating_point(client, version.run_id or "")
-    if point is None:
-        return [], [], f"version {version.version} has no holdout operating point: no CUSUM"
-    breasts = aggregate_breasts(scored.rows, c.PROBABILITY, scored.aggregation or "mean")
-    store, path = open_store(data), f"{c.OUTCOMES_DIR}/{version.name}-v{version.version}.parquet"
-    known = pd.read_parquet(io.BytesIO(store.read_bytes(path))) if store.exists(path) else None
-    outcomes = new_outcomes(known, breasts, night)
-    if outcomes.empty:
-        return [], [], "no labelled breast among the new images yet: no CUSUM"
-    buffer = io.BytesIO()
-    outcomes.to_parquet(buffer, index=False)
-    store.write_bytes(path, buffer.getvalue())
-    charts, findings = performance_charts(outcomes, scored.threshold, point, drift)
-    return charts, findings, ""
-
-
-def _holdout_operating_point(client: MlflowClient, run_id: str) -> dict[str, int] | None:
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = client.download_artifacts(run_id, t.evaluation_file("holdout"), tmp)
-        except Exception:  # noqa: BLE001 - MLflow raises several kinds for a missing artifact
-            return None
-        point = json.loads(Path(local).read_text()).get("operating_point") or {}
-    return point if {"tp", "fn", "fp", "tn"} <= set(point) else None
+def _site_scores(
+    reference: pd.DataFrame, current: pd.DataFrame
+) -> dict[str, tuple[list[float], list[float]]]:
+    """Per site: the model's scores of its own validation and holdout images, and tonight's."""
+    groups: dict[str, tuple[list[float], list[float]]] = {}
+    scored = reference.dropna(subset=[c.PROBABILITY])
+    for site, part in current.groupby(c.SITE_ID, sort=True):
+        mine = scored.loc[scored[c.SITE_ID] == site, c.PROBABILITY]
+        groups[f"{c.SITE_ID}={site}"] = (mine.tolist(), part[c.PROBABILITY].tolist())
+    return groups
 
 
 def dataset_resource(data: str) -> dict[str, str]:
@@ -273,7 +264,7 @@ def model_resource(name: str, version: str) -> dict[str, str]:
     }
 
 
-def _publish(report: DriftReport) -> None:
+def _publish(report: DriftReport, figure_base: str) -> None:
     """One event per finding, and the report as a markdown artifact (inside a Prefect run)."""
     dataset = dataset_resource(report.data)
     model = model_resource(report.model, report.version) if report.version else None
@@ -292,5 +283,7 @@ def _publish(report: DriftReport) -> None:
         )
     if TaskRunContext.get() is not None:
         create_markdown_artifact(
-            key="drift-report", markdown=report.markdown(), description=report.summary()
+            key="drift-report",
+            markdown=report.markdown(figure_base),
+            description=report.summary(),
         )

@@ -241,6 +241,11 @@ def test_cancers_the_champion_misses_raise_its_sensitivity_cusum_and_nothing_els
     assert sum(charts["sensitivity"]["cases"]) >= len(missed)
     markdown = sorted((out / c.DRIFT_REPORTS_DIR).glob("*.md"))[-1].read_text()
     assert "**sensitivity CUSUM**" in markdown and "**signal**" in markdown
+    figures = report["figures"]
+    assert sorted(name.rsplit("-", 1)[1] for name in figures) == ["cusum.png", "scores.png"]
+    for name in figures:
+        assert (out / c.DRIFT_REPORTS_DIR / name).read_bytes().startswith(b"\x89PNG")
+        assert f"]({name})" in markdown
     events = drift_events(out, expected=len(report["findings"]))
     performance = [e for e in events if e.event == f"{EVENT_PREFIX}performance-shift"]
     assert [e.resource.id for e in performance] == [

@@ -11,9 +11,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 import pytest
 
 from mammo import plots
+from mammo.cusum import NIGHT, OUTCOME, chart
+from mammo.drift_plots import cusum_plot, score_histograms
 from mammo.plots import PlotInputError
 
 BLUE = (31, 119, 180)  # matplotlib's first cycle colour, C0
@@ -233,3 +236,25 @@ def test_plots_never_import_pyplot_and_import_matplotlib_lazily(tmp_path: Path) 
         check=True,
     )
     assert result.stdout.split() == ["False", "True", "False"]
+
+
+def test_the_drift_figures_draw_scores_per_site_and_the_cusums(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    groups = {
+        "site_id=1": (rng.uniform(0, 1, 50), rng.uniform(0, 0.5, 30)),
+        "site_id=2": (rng.uniform(0, 1, 40), [np.nan, 0.3]),
+    }
+    scores = score_histograms(groups, tmp_path / "scores.png", "scores")
+    cases = pd.DataFrame({NIGHT: ["a"] * 5 + ["b"] * 5, OUTCOME: [0, 0, 1, 0, 0, 1, 1, 1, 1, 1]})
+    charts = [
+        chart("sensitivity", cases, 0.1, 2.0, 50.0),
+        chart("specificity", cases, 0.3, 2.0, 50.0),
+    ]
+    assert charts[0].signalled  # the marker of a signal is drawn too
+    cusum = cusum_plot(charts, tmp_path / "cusum.png", "cusum")
+    for path in (scores, cusum):
+        assert path.read_bytes().startswith(b"\x89PNG") and path.stat().st_size > 5000
+    with pytest.raises(PlotInputError):
+        cusum_plot([], tmp_path / "none.png", "none")
+    with pytest.raises(PlotInputError):
+        score_histograms({}, tmp_path / "none.png", "none")
