@@ -264,8 +264,9 @@ def model_resource(name: str, version: str) -> dict[str, str]:
     }
 
 
-def _publish(report: DriftReport, figure_base: str) -> None:
-    """One event per finding, and the report as a markdown artifact (inside a Prefect run)."""
+def _publish(report: DriftReport, figure_base: str = "") -> None:
+    """One event per finding, and the report as a markdown artifact (inside a Prefect run)
+    with its figures linked under ``figure_base``."""
     dataset = dataset_resource(report.data)
     model = model_resource(report.model, report.version) if report.version else None
     for finding in report.findings:
