@@ -30,8 +30,8 @@ import pandas as pd
 from mammo.contract import QuarantineReason
 from mammo.datasets.files import (
     Header,
+    header_or_quarantine,
     read_csv_rows,
-    read_header,
     read_pixels,
     relpath,
     walk_files,
@@ -129,11 +129,10 @@ class CbisDdsmAdapter(Adapter):
         index: dict[tuple[str, str], list[Path]] = {}
         headers: dict[Path, Header] = {}
         for path in walk_files(root / IMAGES_DIR, (".dcm",)):
-            try:
-                headers[path] = head = read_header(path)
-            except MammoInputError as exc:
-                quarantine.append(quarantine_row(relpath(path, root), exc.reason, exc.detail))
+            head = header_or_quarantine(path, relpath(path, root), quarantine)
+            if head is None:
                 continue
+            headers[path] = head
             case = path.relative_to(root / IMAGES_DIR).parts[0]
             index.setdefault((case, head.series_uid), []).append(path)
         images: dict[Path, _Image] = {}

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Final
 
 from mammo.contract import QuarantineReason
-from mammo.datasets.files import read_csv_rows, read_header, relpath, walk_files
+from mammo.datasets.files import header_or_quarantine, read_csv_rows, relpath, walk_files
 from mammo.datasets.registry import Adapter, DatasetError, register_dataset
 from mammo.datasets.schema import (
     CancerSource,
@@ -33,7 +33,6 @@ from mammo.datasets.schema import (
     quarantine_row,
 )
 from mammo.datasets.xlsx import WorkbookError, read_first_sheet
-from mammo.errors import MammoInputError
 
 IMAGES_DIR: Final = "CMMD"
 CLINICAL_STEM: Final = "CMMD_clinicaldata_revision"
@@ -126,10 +125,8 @@ class CmmdAdapter(Adapter):
                 detail = f"not under {IMAGES_DIR}/<ID1>/"
                 quarantine.append(quarantine_row(rel, QuarantineReason.UNEXPECTED_PATH, detail))
                 continue
-            try:
-                head = read_header(path)
-            except MammoInputError as exc:
-                quarantine.append(quarantine_row(rel, exc.reason, exc.detail))
+            head = header_or_quarantine(path, rel, quarantine)
+            if head is None:
                 continue
             side = (head.laterality or "").upper()
             if side not in ("L", "R"):

@@ -20,6 +20,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from mammo.contract import QuarantineReason
+from mammo.datasets.schema import Record, quarantine_row
 from mammo.errors import MammoInputError
 
 # Image Laterality (0020,0062), Laterality (0020,0060), View Code Sequence (0054,0220),
@@ -109,6 +110,15 @@ def view_of(ds: pydicom.Dataset) -> str | None:
         if code in VIEW_CODES:
             return VIEW_CODES[code]
     return _text(ds, "ViewPosition")
+
+
+def header_or_quarantine(path: Path, source: str, quarantine: list[Record]) -> Header | None:
+    """:func:`read_header` of ``path``, or None with a quarantine row for ``source``."""
+    try:
+        return read_header(path)
+    except MammoInputError as exc:
+        quarantine.append(quarantine_row(source, exc.reason, exc.detail))
+        return None
 
 
 def read_header(path: Path) -> Header:

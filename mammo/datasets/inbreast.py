@@ -21,7 +21,7 @@ from typing import Final
 from xml.parsers.expat import ExpatError
 
 from mammo.contract import QuarantineReason
-from mammo.datasets.files import read_csv_rows, read_header, relpath, walk_files
+from mammo.datasets.files import header_or_quarantine, read_csv_rows, relpath, walk_files
 from mammo.datasets.registry import Adapter, DatasetError, register_dataset
 from mammo.datasets.schema import (
     DENSITY_LETTERS,
@@ -41,7 +41,6 @@ from mammo.datasets.schema import (
     quarantine_frame,
     quarantine_row,
 )
-from mammo.errors import MammoInputError
 
 CSV_FILE: Final = "INbreast.csv"
 DICOM_DIR, XML_DIR = "AllDICOMs", "AllXML"
@@ -136,10 +135,8 @@ class InbreastAdapter(Adapter):
                 detail = f"{CSV_FILE} says {row['Laterality']} {row['View']}, the file name not"
                 quarantine.append(quarantine_row(rel, LayoutReason.LABEL_MISMATCH, detail))
                 continue
-            try:
-                head = read_header(path)
-            except MammoInputError as exc:
-                quarantine.append(quarantine_row(rel, exc.reason, exc.detail))
+            head = header_or_quarantine(path, rel, quarantine)
+            if head is None:
                 continue
             image = _image(row, match.group(2), rel, head.bits_stored, head.manufacturer)
             images.append(image)

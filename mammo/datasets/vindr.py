@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Final
 
 from mammo.contract import QuarantineReason, View
-from mammo.datasets.files import Header, read_csv_rows, read_header, relpath, walk_files
+from mammo.datasets.files import Header, header_or_quarantine, read_csv_rows, relpath, walk_files
 from mammo.datasets.registry import Adapter, DatasetError, register_dataset
 from mammo.datasets.schema import (
     NO_BOX,
@@ -40,7 +40,6 @@ from mammo.datasets.schema import (
     quarantine_frame,
     quarantine_row,
 )
-from mammo.errors import MammoInputError
 
 BREAST_FILE: Final = "breast-level_annotations.csv"
 FINDING_FILE: Final = "finding_annotations.csv"
@@ -106,10 +105,8 @@ class VindrAdapter(Adapter):
                 quarantine.append(quarantine_row(source, QuarantineReason.MISSING_FILE, detail))
                 continue
             used.add(path)
-            try:
-                head = read_header(files[path])
-            except MammoInputError as exc:
-                quarantine.append(quarantine_row(path, exc.reason, exc.detail))
+            head = header_or_quarantine(files[path], path, quarantine)
+            if head is None:
                 continue
             headers[image_id] = head
             images.append(self._image(row, image_id, path, head))
