@@ -197,7 +197,8 @@ def train_recipe(cfg: TrainConfig, train: Part, val: Part, ema_decay: float) -> 
     generator = torch.Generator().manual_seed(cfg.seed)
     labels = train.rows[c.CANCER].to_numpy(np.float32)
     # with auxiliary heads, the loss takes their values beside the label (mammo/auxiliary.py)
-    with_aux = stack_labels(labels, aux_labels(train.rows, aux_targets(cfg)))
+    heads = aux_targets(cfg)
+    loss_labels = stack_labels(labels, aux_labels(train.rows, heads)) if heads else labels
     # one tracker each for the model and its EMA; only the model's decides when to stop
     stoppers = {use_ema: EarlyStopping(cfg.early_stopping_patience) for use_ema in (False, True)}
     best: dict[bool, dict[str, torch.Tensor]] = {}
@@ -212,9 +213,7 @@ def train_recipe(cfg: TrainConfig, train: Part, val: Part, ema_decay: float) -> 
             target_positive_fraction=cfg.target_positive_fraction,
             min_positives=cfg.min_positives,
         )
-        batches = (
-            make_batch(train.images[i], with_aux[i] if cfg.aux_targets else labels[i]) for i in plan
-        )
+        batches = (make_batch(train.images[i], loss_labels[i]) for i in plan)
         augment = cfg.augment if cfg.augment.enabled else None
         started = time.perf_counter()
         train_epoch(

@@ -29,7 +29,7 @@ from pydicom.multival import MultiValue
 
 from flows.demo import PREPROCESS
 from mammo import contract as c
-from tasks.monitor import EVENT_PREFIX, dataset_resource, unresolved_drift
+from tasks.monitor import EVENT_PREFIX, dataset_resource, latest_report, unresolved_drift
 from tasks.validate import DataValidationError
 from tests.flows.conftest import Pipeline, run_nightly
 from tests.support.data import make_raw
@@ -62,6 +62,14 @@ def ingest(raw: Path, out: Path) -> None:
     from flows.ingest import ingest as ingest_flow
 
     ingest_flow(raw=str(raw), out=str(out), shard_size=64, preprocess=PREPROCESS)
+
+
+def ingested(pipeline: Pipeline, raw: Path, root: Path) -> Path:
+    """A copy of the pipeline's OUT with tonight's ``raw`` ingested into it."""
+    out = root / "out"
+    shutil.copytree(pipeline.out, out)
+    ingest(raw, out)
+    return out
 
 
 def mammo(pipeline: Pipeline, prefect_server: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -146,14 +154,12 @@ def test_a_new_machine_and_a_pixel_shift_raise_exactly_those_findings_as_events(
     moved = csv[c.PATIENT_ID].isin(others[:2])
     csv.loc[moved, c.MACHINE_ID] = NEW_MACHINE
     csv.to_csv(raw / "train.csv", index=False)
-    out = tmp_path / "out"
-    shutil.copytree(pipeline.out, out)
-    ingest(raw, out)
+    out = ingested(pipeline, raw, tmp_path)
 
     done = drift(pipeline, prefect_server, out, config)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Traceback" not in done.stderr
-    report = json.loads(sorted((out / c.DRIFT_REPORTS_DIR).glob("*.json"))[-1].read_text())
+    report = latest_report(str(out))
     found = {(f["kind"], f["column"], f["group"]) for f in report["findings"]}
     new_machine = ("new-value", c.MACHINE_ID, f"{c.MACHINE_ID}={NEW_MACHINE}")
     pixels = {("numeric-shift", col, "machine_id=49") for col in (c.PIXEL_MEAN, c.PIXEL_STD)}
@@ -200,13 +206,11 @@ def test_a_night_from_the_reference_distribution_raises_nothing(
     pipeline: Pipeline, prefect_server: str, config: Path, tmp_path: Path
 ) -> None:
     raw = tonight(pipeline, tmp_path, seed=9)
-    out = tmp_path / "out"
-    shutil.copytree(pipeline.out, out)
-    ingest(raw, out)
+    out = ingested(pipeline, raw, tmp_path)
 
     done = drift(pipeline, prefect_server, out, config)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    report = json.loads(sorted((out / c.DRIFT_REPORTS_DIR).glob("*.json"))[-1].read_text())
+    report = latest_report(str(out))
     assert report["current_images"] > 50 and report["findings"] == [], report
     assert "no drift found" in done.stdout
     assert drift_events(out, expected=1, wait_s=5) == []
@@ -226,13 +230,11 @@ def test_cancers_the_champion_misses_raise_its_sensitivity_cusum_and_nothing_els
     keys = pd.MultiIndex.from_frame(csv[[c.PATIENT_ID, c.LATERALITY]])
     csv.loc[keys.isin(pd.MultiIndex.from_frame(missed)), c.CANCER] = 1
     csv.to_csv(raw / "train.csv", index=False)
-    out = tmp_path / "out"
-    shutil.copytree(pipeline.out, out)
-    ingest(raw, out)
+    out = ingested(pipeline, raw, tmp_path)
 
     done = drift(pipeline, prefect_server, out, config)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    report = json.loads(sorted((out / c.DRIFT_REPORTS_DIR).glob("*.json"))[-1].read_text())
+    report = latest_report(str(out))
     found = {(f["kind"], f["column"]) for f in report["findings"]}
     # seed 9 is the night the test above finds nothing in: the labels are all that changed
     assert found == {("performance-shift", "sensitivity")}, report
@@ -254,7 +256,7 @@ def test_cancers_the_champion_misses_raise_its_sensitivity_cusum_and_nothing_els
     # The same breasts are not charted twice: a second report adds no case.
     again = drift(pipeline, prefect_server, out, config)
     assert again.returncode == 0
-    second = json.loads(sorted((out / c.DRIFT_REPORTS_DIR).glob("*.json"))[-1].read_text())
+    second = latest_report(str(out))
     assert [chart["nights"] for chart in second["charts"]] == [
         chart["nights"] for chart in report["charts"]
     ]
