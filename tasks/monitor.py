@@ -32,7 +32,6 @@ from mammo.cusum import Chart
 from mammo.drift import (
     CATEGORICAL,
     DriftSettings,
-    Finding,
     FindingKind,
     compare,
     compare_scores,
@@ -59,11 +58,10 @@ def drift_report(data: str, monitor: dict[str, Any] | None = None) -> dict[str, 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     report = build_report(data, DriftSettings(**(monitor or {})), settings, stamp)
     out = open_store(data)
-    names = []
-    for name, png in _figures(report).items():
-        names.append(f"{stamp}-{name}.png")
-        out.write_bytes(f"{c.DRIFT_REPORTS_DIR}/{names[-1]}", png)
-    report = replace(report, figures=tuple(names))
+    figures = {f"{stamp}-{name}.png": png for name, png in _figures(report).items()}
+    for name, png in figures.items():
+        out.write_bytes(f"{c.DRIFT_REPORTS_DIR}/{name}", png)
+    report = replace(report, figures=tuple(figures))
     document = report.to_dict()
     out.write_bytes(f"{c.DRIFT_REPORTS_DIR}/{stamp}.json", json.dumps(document, indent=2).encode())
     out.write_bytes(f"{c.DRIFT_REPORTS_DIR}/{stamp}.md", report.markdown().encode())
@@ -169,7 +167,10 @@ def build_report(
     elif reference[c.PROBABILITY].notna().any():
         scored = _scores(data, current, name, version, settings)
         if scored is not None:
-            findings += _score_findings(reference, scored, drift)
+            # its scores of the new images against its own on its validation and holdout
+            findings += compare_scores(
+                reference, scored.rows, scored.threshold, drift, scored.aggregation
+            )
             scores = _site_scores(reference, scored.rows)
             charts, found, note = performance(data, scored, client, version, drift, night)
             findings += found
@@ -233,11 +234,6 @@ def _scores(
     how = bundle.config.aggregation
     aggregation: Aggregation | None = how if how in AGGREGATIONS else None
     return Scored(scored, bundle.config.threshold, aggregation)
-
-
-def _score_findings(reference: pd.DataFrame, scored: Scored, drift: DriftSettings) -> list[Finding]:
-    """The model's scores on the new images against its own on its validation and holdout."""
-    return compare_scores(reference, scored.rows, scored.threshold, drift, scored.aggregation)
 
 
 def _site_scores(

@@ -31,7 +31,7 @@ def test_two_trials_nest_under_one_parent_run_and_the_best_config_is_a_nightly_c
     home = tmp_path / "home"
     uri = f"sqlite:///{home}/mlflow.db"
     config = write_config(tmp_path / "nightly.toml", {"split": SPLIT, "train": TRAIN})
-    with open(config, "a") as file:  # the space: inline tables, which write_config does not write
+    with open(config, "a") as file:  # the space as a user writes it: inline tables
         file.write("[tune]\nseed = 1\n[tune.space]\nlr = { loguniform = [0.0005, 0.005] }\n")
         file.write("dropout = { uniform = [0.0, 0.4] }\n")
     best_toml = tmp_path / "tuned" / "best.toml"

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from mammo.config import dump_config
+
 
 def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> str:
-    """Write ``sections`` as TOML (numbers, strings, booleans and lists of them)."""
-    lines: list[str] = []
-    for name, values in sections.items():
-        lines.append(f"[{name}]")
-        for key, value in values.items():
-            item = list(value) if isinstance(value, tuple) else value
-            lines.append(f"{key} = {json.dumps(item)}")  # JSON scalars and lists are TOML
-        lines.append("")
+    """Write ``sections`` as TOML (mammo.config.dump_config), unchecked: a test may want a
+    file the project refuses."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines))
+    path.write_text(dump_config(sections))
     return str(path)
