@@ -1,6 +1,8 @@
 """The Great Expectations context the suites run in: ephemeral and quiet, and, inside
-:func:`data_docs_site`, one that also builds a GX Data Docs site (the HTML report GX users
-know) of every suite run, into a directory the caller then publishes under OUT."""
+:func:`data_docs_site`, one that also keeps every suite run's result in a results directory
+and renders it into a GX Data Docs site (the HTML report GX users know). Both directories
+hold earlier runs too (the caller brings them from OUT and publishes them back), so the one
+site lists every night's gates."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Any
 import great_expectations as gx
 import pandas as pd
 from great_expectations.checkpoint.actions import UpdateDataDocsAction
+from great_expectations.core.run_identifier import RunIdentifier
 from great_expectations.data_context.types.base import (
     DataContextConfig,
     InMemoryStoreBackendDefaults,
@@ -20,24 +23,37 @@ from great_expectations.data_context.types.base import (
 )
 
 SITE = "mammo"
-_docs: ContextVar[Any] = ContextVar("mammo_gx_data_docs", default=None)
+_docs: ContextVar[tuple[Any, str] | None] = ContextVar("mammo_gx_data_docs", default=None)
 
 
-def quiet_context() -> Any:
-    """An in-memory GX context: no analytics, no progress bars, nothing written to disk."""
+def quiet_context(results: Path | None = None) -> Any:
+    """An in-memory GX context: no analytics, no progress bars, nothing written to disk
+    except, with ``results``, the validation results (GX's own JSON layout, one file per
+    suite run: ``<suite>/<run name>/<run time>/<batch>.json``)."""
     config = DataContextConfig(
         store_backend_defaults=InMemoryStoreBackendDefaults(),
         analytics_enabled=False,
         progress_bars=ProgressBarsConfig(globally=False),
     )
+    if results is not None:
+        config.stores[config.validation_results_store_name] = {
+            "class_name": "ValidationResultsStore",
+            "store_backend": {
+                "class_name": "TupleFilesystemStoreBackend",
+                "base_directory": str(results),
+            },
+        }
     return gx.get_context(mode="ephemeral", project_config=config)
 
 
 @contextmanager
-def data_docs_site(directory: Path) -> Iterator[None]:
-    """Suites run inside the block share one context whose results are rendered as a Data
-    Docs site in ``directory`` (index.html, one page per suite and per validation)."""
-    context = quiet_context()
+def data_docs_site(directory: Path, results: Path, run_name: str) -> Iterator[None]:
+    """Suites run inside the block share one context that stores their results in
+    ``results`` under ``run_name`` and renders them into the Data Docs site in ``directory``
+    (index.html, one page per suite run). The index lists every result in ``results``
+    whose page is in ``directory``, earlier runs' included; pages without a result are
+    removed (GX's own clean-up), which is how old runs leave the site."""
+    context = quiet_context(results)
     context.add_data_docs_site(
         site_name=SITE,
         site_config={
@@ -49,7 +65,7 @@ def data_docs_site(directory: Path) -> Iterator[None]:
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
         },
     )
-    token = _docs.set(context)
+    token = _docs.set((context, run_name))
     try:
         yield
     finally:
@@ -59,7 +75,7 @@ def data_docs_site(directory: Path) -> Iterator[None]:
 def context() -> tuple[Any, bool]:
     """The context to run a suite in, and whether it builds Data Docs."""
     docs = _docs.get()
-    return (docs, True) if docs is not None else (quiet_context(), False)
+    return (docs[0], True) if docs is not None else (quiet_context(), False)
 
 
 def run(
@@ -69,9 +85,10 @@ def run(
     result_format: dict[str, Any],
     docs: bool,
 ) -> Any:
-    """One suite on one frame: the ExpectationSuiteValidationResult (rendered into the
-    Data Docs site through a checkpoint when ``docs``)."""
-    if not docs:
+    """One suite on one frame: the ExpectationSuiteValidationResult (stored and rendered
+    into the Data Docs site through a checkpoint when ``docs``)."""
+    site = _docs.get()
+    if not docs or site is None:
         return definition.run(batch_parameters={"dataframe": frame}, result_format=result_format)
     stored = gx_context.validation_definitions.add(definition)
     checkpoint = gx_context.checkpoints.add(
@@ -82,5 +99,7 @@ def run(
             result_format=result_format,
         )
     )
-    outcome = checkpoint.run(batch_parameters={"dataframe": frame})
+    outcome = checkpoint.run(
+        batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=site[1])
+    )
     return next(iter(outcome.run_results.values()))

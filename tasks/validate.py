@@ -14,11 +14,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -30,13 +25,13 @@ from prefect.context import TaskRunContext
 from mammo import contract as c
 from mammo.inventory import read_csv_table
 from mammo.preprocess import PreprocessConfig
-from tasks.gx_context import data_docs_site
+from tasks.data_docs import data_docs
 from tasks.lineage import record_validation
 from tasks.logs import run_logger
 from tasks.monitor import known_values
 from tasks.retry import transient_only
 from tasks.settings import Settings
-from tasks.storage import join_uri, open_store
+from tasks.storage import open_store
 from tasks.validate_gx import (
     DataValidationError,
     ValidationConfig,
@@ -144,27 +139,3 @@ def _publish(
         markdown=markdown,
         description="Great Expectations: " + ("passed" if ok else "FAILED"),
     )
-
-
-@contextmanager
-def data_docs(data: str, label: str) -> Iterator[list[str]]:
-    """The suites run in the block are rendered as a GX Data Docs site, published under
-    OUT/validation/data-docs/<time>-<label>/; the list yields its index.html once written.
-    A site that cannot be built or written is logged; the validation stands."""
-    where: list[str] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        with data_docs_site(Path(tmp)):
-            yield where
-        prefix = f"{c.DATA_DOCS_DIR}/{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{label}"
-        try:
-            out = open_store(data)
-            for path in sorted(Path(tmp).rglob("*")):
-                if path.is_file():
-                    out.write_bytes(
-                        f"{prefix}/{path.relative_to(tmp).as_posix()}", path.read_bytes()
-                    )
-            if (Path(tmp) / "index.html").is_file():
-                where.append(join_uri(out.uri, f"{prefix}/index.html"))
-                run_logger().info("Great Expectations Data Docs: %s", where[0])
-        except Exception as exc:  # noqa: BLE001 - the HTML report is informative
-            run_logger().warning("could not write the Data Docs under %s: %s", data, exc)

@@ -180,7 +180,8 @@ def test_a_broken_train_csv_stops_the_night_before_any_decode(
     assert not (tmp_path / "out" / c.MANIFEST_FILE).exists()  # the metadata gate came first
     decoded = [p for p in (tmp_path / "out").rglob("*") if c.DATA_DOCS_DIR not in p.as_posix()]
     assert not [p for p in decoded if p.suffix in (".png", ".parquet")]  # nothing decoded
-    assert list((tmp_path / "out" / c.DATA_DOCS_DIR).glob("*-metadata/index.html"))
+    site = tmp_path / "out" / c.DATA_DOCS_DIR
+    assert (site / "index.html").is_file() and list(site.glob("validations/**/*-metadata/*/*.html"))
     uri = Settings.from_env().mlflow_tracking_uri
     client = MlflowClient(uri, registry_uri=uri)
     assert client.search_registered_models() == []

@@ -386,19 +386,38 @@ def test_the_suite_applies_the_contracts_id_rule() -> None:
     assert f"an id of at most {MAX_ID_DIGITS} digits" in report.failure_message()
 
 
-def test_suites_run_inside_data_docs_become_a_data_docs_site_under_out(tmp_path: Path) -> None:
-    from tasks.validate import data_docs
+def test_every_gate_run_joins_one_data_docs_site_under_out(tmp_path: Path) -> None:
+    from tasks.data_docs import data_docs
 
-    with data_docs(str(tmp_path), "data") as docs:
+    with data_docs(str(tmp_path), "metadata") as first:
+        assert validate_raw_metadata(good_csv(), CFG).success
+    with data_docs(str(tmp_path), "data") as second:
         csv_report = validate_raw_metadata(good_csv(), CFG)
         manifest_report = validate_decoded_set(good_manifest(), 41, 1, CFG)
     assert csv_report.success and manifest_report.success  # the same reports as without docs
-    (index,) = docs
-    assert index.startswith(str(tmp_path / "validation" / "data-docs")) and index.endswith(
-        "-data/index.html"
-    )
-    site = Path(index).parent
-    pages = {p.name for p in site.glob("validations/**/*.html")}
-    assert len(pages) == 5  # one per table: csv_rows, csv_values, breasts, manifest, summary
-    text = Path(index).read_text()
+    index = tmp_path / "validation" / "data-docs" / "index.html"
+    assert first == second == [str(index)]
+    pages = [p.relative_to(index.parent) for p in index.parent.glob("validations/**/*.html")]
+    runs = {page.parts[-3].split("-")[-1] for page in pages}  # .../<run>/<time>/<page>
+    assert len(pages) == 8 and runs == {"metadata", "data"}  # 3 tables, then 3 + 2
+    text = index.read_text()
     assert "raw_metadata.csv_rows" in text and "decoded_set.manifest" in text
+    assert len(list((tmp_path / "validation" / "gx-results").rglob("*.json"))) == 8
+
+
+def test_the_data_docs_site_keeps_the_last_runs_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tasks.data_docs
+    from mammo import contract
+
+    monkeypatch.setattr(contract, "DATA_DOCS_RUNS", 2)
+    for label in ("one", "two", "three"):
+        with tasks.data_docs.data_docs(str(tmp_path), label):
+            validate_raw_metadata(good_csv(), CFG)
+    site = tmp_path / "validation" / "data-docs"
+    runs = {p.parts[-3].split("-")[-1] for p in site.glob("validations/**/*.html")}
+    stored = {p.parts[-3].split("-")[-1] for p in (site.parent / "gx-results").rglob("*.json")}
+    assert runs == stored == {"two", "three"}
+    index = (site / "index.html").read_text()
+    assert "-two/" in index and "-three/" in index and "-one/" not in index
