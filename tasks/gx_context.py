@@ -72,10 +72,11 @@ def data_docs_site(directory: Path, results: Path, run_name: str) -> Iterator[No
         _docs.reset(token)
 
 
-def context() -> tuple[Any, bool]:
-    """The context to run a suite in, and whether it builds Data Docs."""
+def context() -> tuple[Any, str | None]:
+    """The context to run a suite in, and the run name it stores results under when it
+    builds Data Docs (None when it does not)."""
     docs = _docs.get()
-    return (docs[0], True) if docs is not None else (quiet_context(), False)
+    return docs if docs is not None else (quiet_context(), None)
 
 
 def run(
@@ -83,12 +84,11 @@ def run(
     definition: Any,
     frame: pd.DataFrame,
     result_format: dict[str, Any],
-    docs: bool,
+    run_name: str | None,
 ) -> Any:
-    """One suite on one frame: the ExpectationSuiteValidationResult (stored and rendered
-    into the Data Docs site through a checkpoint when ``docs``)."""
-    site = _docs.get()
-    if not docs or site is None:
+    """One suite on one frame: the ExpectationSuiteValidationResult (stored under
+    ``run_name`` and rendered into the Data Docs site through a checkpoint, when given)."""
+    if run_name is None:
         return definition.run(batch_parameters={"dataframe": frame}, result_format=result_format)
     stored = gx_context.validation_definitions.add(definition)
     checkpoint = gx_context.checkpoints.add(
@@ -100,6 +100,6 @@ def run(
         )
     )
     outcome = checkpoint.run(
-        batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=site[1])
+        batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=run_name)
     )
     return next(iter(outcome.run_results.values()))

@@ -405,7 +405,7 @@ def _run(
     cfg: ValidationConfig,
 ) -> ValidationReport:
     """Run each table's expectations on its frame in a fresh in-memory context."""
-    context, docs = gx_context.context()
+    context, run_name = gx_context.context()
     source = context.data_sources.add_pandas(name)
     outcomes: list[ExpectationOutcome] = []
     for table, expectations in suites.items():
@@ -418,7 +418,7 @@ def _run(
         suite = context.suites.add(gx.ExpectationSuite(name=f"{name}.{table}", expectations=kept))
         batch = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe("all")
         definition = gx.ValidationDefinition(name=f"{name}.{table}", data=batch, suite=suite)
-        result = gx_context.run(context, definition, frame, _RESULT_FORMAT, docs)
+        result = gx_context.run(context, definition, frame, _RESULT_FORMAT, run_name)
         order = {e.id: i for i, e in enumerate(suite.expectations)}
         ranked = sorted(
             result.results, key=lambda r: order.get(getattr(r.expectation_config, "id", None), 0)
