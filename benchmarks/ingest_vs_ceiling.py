@@ -102,7 +102,9 @@ def _decode_only(path: Path) -> None:
 def parallel_decode(files: Sequence[Path], cores: int) -> dict[str, Any]:
     """Decode only, ``cores`` processes at once, in the product's decoder order. Each process
     decodes the first file once before the clock starts (libraries load)."""
-    with multiprocessing.get_context("fork").Pool(cores) as pool:
+    # spawn, not fork: the driver holds Prefect and Ray threads, and a forked child can
+    # inherit a lock one of them held and wait on it for ever
+    with multiprocessing.get_context("spawn").Pool(cores) as pool:
         pool.map(_decode_only, [files[0]] * cores, chunksize=1)
         started = time.perf_counter()
         pool.map(_decode_only, files, chunksize=1)
