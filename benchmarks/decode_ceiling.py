@@ -37,7 +37,7 @@ from benchmarks.common import (
     usable_cores,
 )
 from mammo.contract import Subset
-from mammo.decoders import get_decoder, list_decoders
+from mammo.decoders import UnsupportedSyntax, get_decoder, list_decoders
 from mammo.dicom import DicomHeader, read_header
 from mammo.synth.generate import ImageJob, explicit_size, synth_dicom, write_atomic
 from mammo.synth.metadata import MACHINES, MachineProfile
@@ -162,11 +162,19 @@ def time_decode(data: bytes, decoder: str, repeats: int, warmup: int) -> Timing:
 def best_decode_seconds(
     data: bytes, decoders: Sequence[str], repeats: int, warmup: int
 ) -> tuple[float, str]:
-    """The smallest median decode time of ``data`` over ``decoders``, and its decoder."""
-    return min(
-        (statistics.median(time_decode(data, name, repeats, warmup).seconds), name)
-        for name in decoders
-    )
+    """The smallest median decode time of ``data`` over the ``decoders`` that take its
+    transfer syntax, and its decoder."""
+    times = []
+    for name in decoders:
+        try:
+            times.append(
+                (statistics.median(time_decode(data, name, repeats, warmup).seconds), name)
+            )
+        except UnsupportedSyntax:
+            continue
+    if not times:
+        raise BenchmarkError(f"none of {tuple(decoders)} takes this file's transfer syntax")
+    return min(times)
 
 
 @dataclass(frozen=True)
@@ -194,6 +202,9 @@ def measure(cases: Sequence[Case], repeats: int, warmup: int, cores: int, smoke:
                 timing = time_decode(data, name, repeats, warmup)
             except DecoderUnavailable as exc:
                 table.append({**row, "status": str(exc)})
+                continue
+            except UnsupportedSyntax:
+                table.append({**row, "status": "not this syntax"})
                 continue
             except Exception as exc:  # noqa: BLE001 - a codec failure is a result to report
                 table.append({**row, "status": f"failed: {type(exc).__name__}: {exc}"[:200]})

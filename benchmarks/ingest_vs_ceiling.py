@@ -70,9 +70,15 @@ def shard_size_for(files: int, cores: int) -> int:
 
 def ceiling(files: Sequence[Path], cores: int, repeats: int) -> dict[str, Any]:
     """Decode-only ceiling of exactly these files: cores / mean of each file's best time.
-    Each decoder first decodes the first file once, untimed (libraries load, caches fill)."""
+    Each decoder first decodes the first file of each transfer syntax once, untimed
+    (libraries load, caches fill)."""
     decoders = available_decoders()
-    best_decode_seconds(files[0].read_bytes(), decoders, repeats=1, warmup=1)
+    firsts: dict[str, bytes] = {}
+    for path in files:
+        data = path.read_bytes()
+        firsts.setdefault(read_header(data, MAX_PIXELS)[0].transfer_syntax, data)
+    for data in firsts.values():
+        best_decode_seconds(data, decoders, repeats=1, warmup=1)
     best: list[float] = []
     winners: Counter[str] = Counter()
     syntaxes: Counter[str] = Counter()

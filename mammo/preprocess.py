@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from mammo.contract import ModalityPath, QuarantineReason, VoiPath
-from mammo.decoders import StoredPixels, decode_pixels, list_decoders
+from mammo.decoders import StoredPixels, decode_pixels, fast_order, list_decoders
 from mammo.dicom import DicomHeader, read_header
 from mammo.errors import MammoInputError
 from mammo.geometry import (
@@ -237,7 +237,8 @@ def decode_and_preprocess(data: bytes, cfg: PreprocessConfig) -> ProcessedImage:
 
     read_header (every structural check, before decoding) -> with decode "fast", a JPEG 2000
     image at the coarsest resolution its output allows (:func:`decode_for_output`), else and
-    whenever that fails, decode_pixels (decoders in cfg.decoders order) -> normalize ->
+    whenever that fails, decode_pixels (decoders in cfg.decoders order, with "fast" the
+    bit-exact JPEG Lossless decoder first: :func:`mammo.decoders.fast_order`) -> normalize ->
     encode_png. Raises MammoInputError with the quarantine reason when the file cannot be used.
     """
     header, ds = read_header(data, cfg.max_pixels)
@@ -254,7 +255,8 @@ def decode_and_preprocess(data: bytes, cfg: PreprocessConfig) -> ProcessedImage:
         if not _fills_output(image.crop_box, cfg):  # the thumbnail misjudged the breast
             image = None
     if image is None:
-        stored, decoder = decode_pixels(data, ds, header, cfg.decoders)
+        order = fast_order(cfg.decoders) if cfg.decode == "fast" else cfg.decoders
+        stored, decoder = decode_pixels(data, ds, header, order)
         reduction = 0
         image = normalize(stored, header, cfg)
     return ProcessedImage(

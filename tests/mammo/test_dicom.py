@@ -5,16 +5,19 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import imagecodecs
 import numpy as np
 import numpy.typing as npt
 import pydicom
 import pytest
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.encaps import encapsulate
 from pydicom.tag import Tag
 from pydicom.uid import (
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
+    JPEGLossless,
     JPEGLosslessSV1,
     RLELossless,
 )
@@ -308,6 +311,57 @@ def test_decoders_return_the_exact_stored_values(
     assert name == decoder
     assert pixels.dtype == np.uint16 and pixels.flags.c_contiguous
     np.testing.assert_array_equal(pixels, stored)
+
+
+def _jpeg_lossless(stored: npt.NDArray[np.uint16], predictor: int, bits: int) -> bytes:
+    """A process-14 JPEG Lossless file (1.2.840.10008.1.2.4.57) with another predictor than
+    SV1's first one: the SV1 file with its frame encoded again."""
+    ds = pydicom.dcmread(io.BytesIO(_dicom(stored, JPEGLosslessSV1, bits_stored=bits)))
+    frame = imagecodecs.jpeg8_encode(stored, lossless=True, predictor=predictor, bitspersample=bits)
+    ds.PixelData = encapsulate([bytes(frame)])
+    ds.file_meta.TransferSyntaxUID = JPEGLossless
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("bits", [12, 14, 16], ids=["12-bit", "14-bit", "16-bit"])
+def test_imagecodecs_reads_jpeg_lossless_sv1_exactly_as_dicomsdl_and_pydicom(bits: int) -> None:
+    stored = _random_stored(bits, rows=96, cols=64)
+    data = _dicom(stored, JPEGLosslessSV1, bits_stored=bits, photometric="MONOCHROME1")
+    header, ds = read_header(data, BIG)
+    pixels, name = decode_pixels(data, ds, header, ("imagecodecs",))
+    assert name == "imagecodecs"
+    assert pixels.dtype == np.uint16 and pixels.flags.c_contiguous
+    np.testing.assert_array_equal(pixels, stored)
+    for other in ("dicomsdl", "pydicom"):
+        np.testing.assert_array_equal(decode_pixels(data, ds, header, (other,))[0], pixels)
+
+
+@pytest.mark.parametrize("predictor", range(2, 8))
+def test_imagecodecs_reads_every_process_14_predictor(predictor: int) -> None:
+    stored = _random_stored(14, rows=96, cols=64)
+    data = _jpeg_lossless(stored, predictor, 14)
+    header, ds = read_header(data, BIG)
+    assert header.transfer_syntax == JPEGLossless
+    np.testing.assert_array_equal(decode_pixels(data, ds, header, ("imagecodecs",))[0], stored)
+    np.testing.assert_array_equal(decode_pixels(data, ds, header, ("pydicom",))[0], stored)
+
+
+@pytest.mark.parametrize(
+    "transfer_syntax", [JPEG2000Lossless, ExplicitVRLittleEndian], ids=["jpeg2000", "native"]
+)
+def test_imagecodecs_leaves_other_syntaxes_to_the_next_decoder(transfer_syntax: str) -> None:
+    stored = _random_stored(12)
+    data = _dicom(stored, transfer_syntax)
+    header, ds = read_header(data, BIG)
+    pixels, name = decode_pixels(data, ds, header, ("imagecodecs", "pydicom"))
+    assert name == "pydicom"  # a refusal of the syntax is not a failure
+    np.testing.assert_array_equal(pixels, stored)
+    with pytest.raises(MammoInputError) as caught:
+        decode_pixels(data, ds, header, ("imagecodecs",))
+    assert caught.value.reason == QuarantineReason.DECODE_FAILED
+    assert caught.value.detail == f"no decoder of ('imagecodecs',) takes {transfer_syntax}"
 
 
 def test_decoders_agree_on_rle() -> None:

@@ -430,6 +430,25 @@ def test_mutations_through_dicomsdl_are_decoded_quarantined_or_survivable(
     assert_survivable(outcome, data)
 
 
+@pytest.fixture(scope="module")
+def fast_child() -> Any:
+    decoder = ChildDecoder(dataclasses.replace(CFG, decode="fast"))  # imagecodecs first
+    yield decoder
+    decoder.close()
+
+
+@settings(FUZZ, max_examples=400, deadline=None)
+@given(mutation=byte_mutations(JPEGLosslessSV1))
+def test_sv1_mutations_through_imagecodecs_are_decoded_quarantined_or_survivable(
+    fast_child: ChildDecoder, mutation: ByteMutation
+) -> None:
+    """decode = "fast" reads JPEG Lossless with libjpeg-turbo (imagecodecs) before dicomsdl."""
+    data = mutation.apply()
+    outcome = fast_child.outcome(data)
+    event(f"{outcome.kind} {outcome.detail}")
+    assert_survivable(outcome, data)
+
+
 @pytest.mark.parametrize(
     "make, expected",
     [

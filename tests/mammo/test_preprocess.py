@@ -172,6 +172,22 @@ def test_output_is_the_same_whichever_decoder_goes_first(transfer_syntax: str, b
     assert replace(first, decoder="x") == replace(second, decoder="x", pixels=first.pixels)
 
 
+@pytest.mark.parametrize("photometric", ["MONOCHROME1", "MONOCHROME2"])
+def test_fast_decode_reads_sv1_with_imagecodecs_and_gives_the_exact_output(
+    photometric: str,
+) -> None:
+    data = _dicom(
+        base_image(bits_stored=14), JPEGLosslessSV1, bits_stored=14, photometric=photometric
+    )
+    fast = decode_and_preprocess(data, replace(SMALL, decode="fast"))
+    exact = decode_and_preprocess(data, SMALL)
+    safe = decode_and_preprocess(data, replace(SMALL, decoders=("pydicom",)))  # ingest safe mode
+    assert (fast.decoder, exact.decoder, safe.decoder) == ("imagecodecs", "dicomsdl", "pydicom")
+    assert fast.reduction == 0
+    assert fast.png == exact.png
+    assert replace(fast, decoder="x") == replace(exact, decoder="x", pixels=fast.pixels)
+
+
 def test_monochrome1_and_monochrome2_of_the_same_anatomy_give_the_same_image() -> None:
     # min-max over 1000..3048: a range of 2048 keeps every division exact in float
     anatomy = np.clip(base_image(), 1000, 3048).astype(np.uint16)
