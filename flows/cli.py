@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 Handler = Callable[[argparse.Namespace], int]
+# mammo.datasets' layouts, named here so that --help need not import the dataset layer
+LAYOUTS = ("rsna", "cbis-ddsm", "vindr", "mias", "inbreast", "cmmd")
 
 
 def _preprocess_overrides(args: argparse.Namespace) -> dict[str, object] | None:
@@ -101,6 +103,8 @@ def _has_settings(args: argparse.Namespace) -> bool:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
+    if args.layout != "rsna":
+        return _synth_layout(args)
     from rich.progress import Progress
 
     from mammo.contract import SYNTHETIC_ORACLE
@@ -131,6 +135,26 @@ def cmd_synth(args: argparse.Namespace) -> int:
             f"Oracle (knows each lesion): breast-level AUC {summary.oracle_auc:.3f} "
             f"({config.difficulty} lesions; per image in {SYNTHETIC_ORACLE})"
         )
+    return 0
+
+
+def _synth_layout(args: argparse.Namespace) -> int:
+    """A small synthetic copy of another dataset's layout, with the traps of the real one."""
+    from mammo.datasets.synth import write_layout
+
+    planted = write_layout(args.layout, Path(args.out), args.seed)
+    print(
+        f"Wrote a synthetic {args.layout} copy to {args.out}: {len(planted.images)} images, "
+        f"{len(planted.findings)} findings, {len(planted.bad)} planted bad inputs "
+        f"(see `mammo catalog --raw {args.out} --out OUT`)"
+    )
+    return 0
+
+
+def cmd_catalog(args: argparse.Namespace) -> int:
+    from tasks.catalog import catalog, describe
+
+    print(describe(catalog(args.raw, args.out, args.dataset)))
     return 0
 
 
@@ -486,7 +510,22 @@ def build_parser() -> argparse.ArgumentParser:
         default="easy",
         help="lesion conspicuity: easy (every model finds them), realistic (oracle AUC ~0.88)",
     )
+    p.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="rsna",
+        help="the dataset layout to copy; the options above shape rsna only, the other "
+        "layouts are a small fixed copy varied by --seed (docs/datasets.md)",
+    )
     p.set_defaults(handler=cmd_synth)
+
+    p = sub.add_parser(
+        "catalog", help="read any public dataset layout into the common schema (no decoding)"
+    )
+    p.add_argument("--raw", required=True, help="a local copy of RSNA, CBIS-DDSM, VinDr, ...")
+    p.add_argument("--out", required=True, help="writes OUT/catalog/<dataset>/*.parquet")
+    p.add_argument("--dataset", choices=LAYOUTS, help="default: recognised by marker files")
+    p.set_defaults(handler=cmd_catalog)
 
     p = sub.add_parser("ingest", help="decode RAW's DICOMs into shards, PNGs and a manifest")
     _add_ingest_args(p, out_required=True)
@@ -710,6 +749,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from mammo.protocol import ProtocolError
     from mammo.search import TuningError
     from tasks.automations import AutomationError
+    from tasks.catalog import CatalogError
     from tasks.ingest import IngestError
     from tasks.monitor import DriftError
     from tasks.registry import PromotionError
@@ -733,6 +773,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         ConfigError,
         StorageURIError,
         AutomationError,
+        CatalogError,
         DriftError,
         TuningError,
         FileNotFoundError,

@@ -27,6 +27,7 @@ from mammo import inventory as inv
 from mammo.lease import Lease
 from mammo.preprocess import PreprocessConfig
 from mammo.shards import process_shard
+from tasks.catalog import layout_hint
 from tasks.cluster import cluster_resources, ensure_ray, metrics
 from tasks.lock import OutLockedError, confirm_held
 from tasks.logs import run_logger
@@ -185,7 +186,10 @@ def plan_ingest(
     try:
         csv_bytes = raw_store.read_bytes(c.csv_name(which))
     except FileNotFoundError as exc:
-        raise IngestError(f"no {c.csv_name(which)} under {raw_store.uri}") from exc
+        hint = layout_hint(raw)
+        raise IngestError(
+            f"no {c.csv_name(which)} under {raw_store.uri}" + (f": {hint}" if hint else "")
+        ) from exc
     rows, csv_quarantine = inv.parse_metadata_csv(csv_bytes, which)
     scope = None
     if max_patients is not None:

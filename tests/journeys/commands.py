@@ -35,6 +35,7 @@ NOTIFY_BLOCK = (
     "tests/flows/test_automations.py::test_a_saved_notification_block_can_carry_the_drift_alerts"
 )
 TUNE = "tests/flows/test_tune.py::test_two_trials_nest_under_one_parent_run_and_the_best_config_is_a_nightly_config"  # noqa: E501
+CATALOG = "tests/tasks/test_catalog.py::test_synth_then_catalog_as_a_user_runs_them"
 REMOTE = EXAMPLE + "a remote cluster, server or bucket that this machine cannot reach"
 
 COMMANDS: Final[dict[str, str]] = {
@@ -125,6 +126,9 @@ COMMANDS: Final[dict[str, str]] = {
     # docs/training.md
     "mammo tune --data data/out --trials 8 --config nightly.toml --out-config best.toml": TUNE,
     "mammo run --raw data/raw --config best.toml": TUNE,
+    # docs/datasets.md
+    "mammo synth data/cbis --layout cbis-ddsm": CATALOG,
+    "mammo catalog --raw data/cbis --out data/catalog": CATALOG,
     # docs/decoding.md
     "mammo ingest --raw data/raw --out data/out-fast --decode fast": "tests/flows/test_ingest.py::test_mammo_ingest_decode_fast_reads_jpeg2000_at_the_resolution_the_output_needs",  # noqa: E501
     # docs/security.md
