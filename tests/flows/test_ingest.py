@@ -12,6 +12,7 @@ import boto3
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from pydicom.uid import JPEGLosslessSV1
 
 from flows.ingest import ingest
 from mammo import contract as c
@@ -232,7 +233,8 @@ def test_mammo_ingest_decode_fast_reads_jpeg2000_at_the_resolution_the_output_ne
     """The documented command (docs/decoding.md) as a subprocess: each manifest row names its
     decoder and reduction, the mode is saved with OUT and kept by a rerun that does not name
     it, and asking for the other mode on the same OUT is one line, not a traceback."""
-    raw = make_raw(tmp_path / "raw", patients=2, seed=5, image_size="1024x832")
+    # 4 JPEG 2000 and 13 JPEG Lossless SV1 files
+    raw = make_raw(tmp_path / "raw", patients=3, seed=5, image_size="1024x832")
     out = tmp_path / "out"
     env = {
         **{k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"},
@@ -252,11 +254,16 @@ def test_mammo_ingest_decode_fast_reads_jpeg2000_at_the_resolution_the_output_ne
     assert first.returncode == 0, first.stdout + first.stderr
     manifest = pd.read_parquet(out / c.MANIFEST_FILE)
     assert len(manifest) == len(pd.read_csv(raw / "train.csv"))
-    assert set(manifest["decoder"]) == {"pillow-openjpeg"}
-    scale = 2 ** manifest[c.REDUCTION]
+    sv1 = manifest["transfer_syntax"] == str(JPEGLosslessSV1)
+    assert 0 < sv1.sum() < len(manifest)
+    assert set(manifest.loc[sv1, "decoder"]) == {"imagecodecs"}  # in full, bit-exact
+    assert (manifest.loc[sv1, c.REDUCTION] == 0).all()
+    manifest_j2k = manifest[~sv1]
+    assert set(manifest_j2k["decoder"]) == {"pillow-openjpeg"}
+    scale = 2 ** manifest_j2k[c.REDUCTION]
     assert (scale >= 2).all()  # 1024 x 832 at 1/2 still fills 256 x 128
-    rows = (manifest["crop_y1"] - manifest["crop_y0"]) // scale
-    cols = (manifest["crop_x1"] - manifest["crop_x0"]) // scale
+    rows = (manifest_j2k["crop_y1"] - manifest_j2k["crop_y0"]) // scale
+    cols = (manifest_j2k["crop_x1"] - manifest_j2k["crop_x0"]) // scale
     assert ((rows >= 256) | (cols >= 128)).all()  # never upsampled
     assert json.loads((out / c.PREPROCESS_CONFIG_FILE).read_text())["decode"] == "fast"
 
