@@ -73,20 +73,16 @@ def ceiling(files: Sequence[Path], cores: int, repeats: int) -> dict[str, Any]:
     Each decoder first decodes the first file of each transfer syntax once, untimed
     (libraries load, caches fill)."""
     decoders = available_decoders()
-    firsts: dict[str, bytes] = {}
-    for path in files:
-        data = path.read_bytes()
-        firsts.setdefault(read_header(data, MAX_PIXELS)[0].transfer_syntax, data)
-    for data in firsts.values():
-        best_decode_seconds(data, decoders, repeats=1, warmup=1)
     best: list[float] = []
     winners: Counter[str] = Counter()
     syntaxes: Counter[str] = Counter()
     for path in files:
         data = path.read_bytes()
         header, _ = read_header(data, MAX_PIXELS)
-        syntaxes[syntax_name(header.transfer_syntax)] += 1
-        seconds, decoder = best_decode_seconds(data, decoders, repeats, warmup=0)
+        name = syntax_name(header.transfer_syntax)
+        first = name not in syntaxes  # warm each decoder up once on this syntax, untimed
+        syntaxes[name] += 1
+        seconds, decoder = best_decode_seconds(data, decoders, repeats, warmup=int(first))
         best.append(seconds)
         winners[decoder] += 1
     mean = sum(best) / len(best)

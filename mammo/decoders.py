@@ -35,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
+from pydicom.uid import JPEGLossless, JPEGLosslessSV1
 
 from mammo.contract import QuarantineReason
 from mammo.dicom import DicomHeader
@@ -176,7 +177,7 @@ def decode_with_pydicom(data: bytes, ds: Dataset, header: DicomHeader) -> npt.ND
 
 
 FAST_LOSSLESS_DECODER = "imagecodecs"
-JPEG_LOSSLESS_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"})
+JPEG_LOSSLESS_SYNTAXES = frozenset({JPEGLossless, JPEGLosslessSV1})
 
 
 def fast_order(order: tuple[str, ...]) -> tuple[str, ...]:

@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from mammo import datasets
 from mammo.datasets.schema import DatasetTables
-from tasks.storage import check_uri, join_uri, open_store, write_parquet
+from tasks.storage import LocalStore, join_uri, open_store, write_parquet
 
 CATALOG_DIR = "catalog"
 TABLES = ("images", "findings", "quarantine")
@@ -46,15 +46,20 @@ class CatalogSummary:
     quarantined: dict[str, int]  # rows per reason
 
 
+def _local_root(raw: str) -> Path | None:
+    """The folder a local RAW names (as tasks.storage opens it); None for S3."""
+    store = open_store(raw)
+    return store.root if isinstance(store, LocalStore) else None
+
+
 def read_layout(raw: str, dataset: str | None = None) -> tuple[DatasetTables, str]:
     """The tables of the copy under ``raw`` and why its layout was chosen."""
-    if check_uri(raw) == "s3":
+    root = _local_root(raw)
+    if root is None:
         raise CatalogError(f"{raw}: the dataset layouts are read from a local copy")
-    root = Path(raw.removeprefix("file://")).expanduser()
     try:
         if dataset is None:
-            adapter = datasets.detect(root)
-            evidence = adapter.found(root) or ""
+            adapter, evidence = datasets.recognise(root)
         else:
             adapter, evidence = datasets.get(dataset), "named"
             if not root.is_dir():
@@ -64,8 +69,7 @@ def read_layout(raw: str, dataset: str | None = None) -> tuple[DatasetTables, st
         raise CatalogError(str(exc)) from exc
     except FileNotFoundError as exc:  # a named layout whose label files are not there
         raise CatalogError(
-            f"{root} read as {adapter.name}: no {exc.filename}; that layout has "
-            f"{adapter.markers}"
+            f"{root} read as {adapter.name}: no {exc.filename}; that layout has {adapter.markers}"
         ) from exc
 
 
@@ -124,17 +128,17 @@ def _pairs(counts: dict[str, int]) -> str:
 def layout_hint(raw: str) -> str:
     """Why a local RAW without the RSNA CSV cannot be ingested: the other layout it holds,
     or what each layout's marker files are; "" for S3 or an RSNA copy."""
-    if check_uri(raw) == "s3":
+    root = _local_root(raw)
+    if root is None:
         return ""
-    root = Path(raw.removeprefix("file://")).expanduser()
     try:
-        adapter = datasets.detect(root)
+        adapter, evidence = datasets.recognise(root)
     except datasets.DatasetError as exc:
         return str(exc)
     if adapter.name == "rsna":
         return ""
     return (
-        f"{root} holds the {adapter.name} layout ({adapter.found(root)}); `mammo ingest` reads "
+        f"{root} holds the {adapter.name} layout ({evidence}); `mammo ingest` reads "
         f"the RSNA layout so far: `mammo catalog --raw {raw} --out OUT` reads this one into "
         "the common schema (docs/datasets.md)"
     )

@@ -22,6 +22,7 @@ from mammo.datasets.registry import (
     detection_message,
     get,
     list_datasets,
+    recognise,
     register_dataset,
 )
 from mammo.datasets.schema import DatasetTables
@@ -34,5 +35,6 @@ __all__ = [
     "detection_message",
     "get",
     "list_datasets",
+    "recognise",
     "register_dataset",
 ]

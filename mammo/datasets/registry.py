@@ -74,6 +74,11 @@ def detect(root: Path) -> Adapter:
     Raises DatasetError (one line, listing what each adapter looks for) when none or
     several recognise the folder.
     """
+    return recognise(root)[0]
+
+
+def recognise(root: Path) -> tuple[Adapter, str]:
+    """:func:`detect`'s adapter and the evidence it found (its marker files), looked for once."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root} is not a folder")
@@ -85,10 +90,10 @@ def detect(root: Path) -> Adapter:
         raise DatasetError(f"{root} matches several layouts: {which}; name one")
     name, evidence = hits[0]
     log.info("dataset layout %s: %s", name, evidence)
-    return _REGISTRY[name]
+    return _REGISTRY[name], evidence
 
 
 def detection_message(root: Path) -> str:
     """``"<name>: <evidence>"`` for the adapter :func:`detect` picks."""
-    adapter = detect(root)
-    return f"{adapter.name}: {adapter.found(Path(root))}"
+    adapter, evidence = recognise(root)
+    return f"{adapter.name}: {evidence}"
